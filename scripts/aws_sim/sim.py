@@ -1,0 +1,582 @@
+"""The local AWS for ecs-gitops: moto, plus what a deployment controller needs that moto lacks.
+
+moto speaks the real AWS wire protocols but is a bookkeeper, not a scheduler. This WSGI layer
+runs moto in-process and adds (see shared/notes/moto.md for why each is needed):
+
+- ECS deployments that progress on wall time: UpdateService starts a new PRIMARY deployment,
+  the old one becomes ACTIVE and drains, the new one reaches COMPLETED when running == desired;
+  per image tag a test chooses healthy / slow / crash loop / never stable; ECS' deployment
+  circuit breaker (with rollback) on crash loops; service events; full task definition ARNs;
+  deploymentConfiguration kept as sent.
+- CloudWatch over smithy rpc-v2-cbor (aws-sdk-cloudwatch >= 1.100), translated to moto's
+  JSON 1.0 and back.
+- Fault injection per operation (HTTP 500/503, throttling, latency, dropped connection) by
+  seeded rate or on the N-th call, and call counts per operation.
+- A control API under /_sim/ (a path AWS never uses); see scripts/aws_sim/README.md.
+
+Run: python sim.py --port 4566 (0 picks a free port; the chosen URL is printed on stdout).
+"""
+
+import argparse
+import datetime as dt
+import json
+import logging
+import math
+import random
+import socket
+import sys
+import threading
+import time
+from urllib.parse import urlparse
+
+import cbor2
+from moto.ecs.models import ecs_backends
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
+
+ACCOUNT = "123456789012"
+CBOR_PREFIX = "/service/GraniteServiceVersion20100801/operation/"
+TARGET_SERVICES = {
+    "AmazonEC2ContainerServiceV20141113": "ecs",
+    "AmazonEC2ContainerRegistry_V20150921": "ecr",
+    "GraniteServiceVersion20100801": "cloudwatch",
+}
+FAULT_KINDS = ("http500", "http503", "throttle", "latency", "drop")
+
+
+def utcnow():
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class State:
+    """Everything the control API can set or read; guarded by one lock."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            # Seconds a healthy deployment takes to reach steady state, and how often a
+            # crash-looping task fails; both divided by `speed`.
+            self.config = {"speed": 1.0, "rollout_seconds": 2.0, "task_fail_seconds": 0.5}
+            self.behaviours = {}  # image tag -> {"kind": ..., "seconds": ...}
+            self.faults = []  # list of Fault
+            self.calls = {}  # "ecs:DescribeServices" -> count
+            self.deployments = {}  # deployment id -> {"start": monotonic, "running": n}
+            self.stable_td = {}  # service arn -> task definition arn of last completed deployment
+            self.regions = set()
+            self.seq = 0
+
+
+STATE = State()
+
+
+class Fault:
+    def __init__(self, spec):
+        self.operation = spec.get("operation", "*")
+        self.kind = spec["fault"]
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"fault must be one of {FAULT_KINDS}, got {self.kind!r}")
+        self.rate = float(spec.get("rate", 1.0 if "nth" not in spec else 0.0))
+        nth = spec.get("nth")
+        self.nth = set(nth if isinstance(nth, list) else [nth]) if nth is not None else set()
+        self.times = spec.get("times")  # at most this many injections
+        self.latency_ms = int(spec.get("latency_ms", 1000))
+        self.rng = random.Random(spec.get("seed", 0))
+        self.injected = 0
+        self.seen = 0
+
+    def matches(self, op):
+        if self.operation == "*":
+            return True
+        if self.operation.endswith(":*"):
+            return op.split(":")[0] == self.operation[:-2]
+        return op == self.operation
+
+    def fire(self):
+        """Called for each matching call; True when this call gets the fault."""
+        self.seen += 1
+        if self.times is not None and self.injected >= self.times:
+            return False
+        hit = self.seen in self.nth if self.nth else self.rng.random() < self.rate
+        if hit:
+            self.injected += 1
+        return hit
+
+    def describe(self):
+        return {
+            "operation": self.operation,
+            "fault": self.kind,
+            "rate": self.rate,
+            "nth": sorted(self.nth),
+            "times": self.times,
+            "injected": self.injected,
+            "seen": self.seen,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# ECS deployments
+
+
+def image_tag(image):
+    last = image.rsplit("/", 1)[-1]
+    if "@" in last:
+        return last.split("@", 1)[1]
+    return last.split(":", 1)[1] if ":" in last else "latest"
+
+
+def behaviour_of(backend, td_arn):
+    try:
+        td = backend.describe_task_definition(td_arn)
+    except Exception:
+        return {"kind": "healthy"}
+    for c in td.container_definitions:
+        b = STATE.behaviours.get(image_tag(c.get("image", "")))
+        if b:
+            return b
+    return {"kind": "healthy"}
+
+
+def event(service, message):
+    STATE.seq += 1
+    service.events.insert(
+        0, {"id": f"sim-{STATE.seq}", "createdAt": utcnow(), "message": f"(service {service.name}) {message}"}
+    )
+    del service.events[100:]
+
+
+def new_deployment(service, td_arn, desired):
+    dep_id = f"ecs-svc/{random.randint(10**15, 10**16 - 1)}"
+    now = utcnow()
+    STATE.deployments[dep_id] = {"start": time.monotonic(), "running": 0}
+    return {
+        "id": dep_id,
+        "status": "PRIMARY",
+        "taskDefinition": td_arn,
+        "desiredCount": desired,
+        "pendingCount": desired,
+        "runningCount": 0,
+        "failedTasks": 0,
+        "createdAt": now,
+        "updatedAt": now,
+        "launchType": service.launch_type or "FARGATE",
+        "rolloutState": "IN_PROGRESS",
+        "rolloutStateReason": f"ECS deployment {dep_id} in progress.",
+    }
+
+
+def start_deployment(service, td_arn):
+    """What UpdateService with a new task definition (or forceNewDeployment) does in ECS."""
+    for d in service.deployments:
+        if d["status"] == "PRIMARY":
+            d["status"] = "ACTIVE"
+            STATE.deployments.setdefault(d["id"], {"start": time.monotonic(), "running": 0})["running"] = d["runningCount"]
+    dep = new_deployment(service, td_arn, service.desired_count)
+    service.deployments.insert(0, dep)
+    service.task_definition = td_arn
+    event(service, f"has started 1 tasks: (deployment {dep['id']}).")
+
+
+def circuit_breaker(service):
+    cfg = (getattr(service, "deployment_configuration", None) or {}).get("deploymentCircuitBreaker") or {}
+    return bool(cfg.get("enable")), bool(cfg.get("rollback"))
+
+
+def advance(backend, service, now):
+    """Brings one service's deployments up to `now` (lazily, on every ECS call)."""
+    if not service.deployments:
+        return
+    speed = max(float(STATE.config["speed"]), 1e-6)
+    primary = service.deployments[0]
+    sim = STATE.deployments.setdefault(primary["id"], {"start": now, "running": 0})
+    elapsed = (now - sim["start"]) * speed
+    desired = service.desired_count
+    primary["desiredCount"] = desired
+    b = behaviour_of(backend, primary["taskDefinition"])
+    kind = b.get("kind", "healthy")
+    state = primary["rolloutState"]
+    actives = [d for d in service.deployments[1:]]
+
+    if state == "COMPLETED":
+        primary["runningCount"], primary["pendingCount"] = desired, 0
+    elif state == "FAILED":
+        pass
+    elif kind in ("healthy", "slow"):
+        total = float(b.get("seconds", STATE.config["rollout_seconds"]))
+        if elapsed >= total:
+            primary.update(runningCount=desired, pendingCount=0, rolloutState="COMPLETED",
+                           rolloutStateReason=f"ECS deployment {primary['id']} completed.", updatedAt=utcnow())
+            STATE.stable_td[service.arn] = primary["taskDefinition"]
+            for d in actives:
+                event(service, f"(deployment {d['id']}) has stopped {d['runningCount']} running tasks.")
+            del service.deployments[1:]
+            actives = []
+            event(service, f"(deployment {primary['id']}) deployment completed.")
+            event(service, "has reached a steady state.")
+        else:
+            running = min(desired, int(desired * elapsed / total)) if total > 0 else desired
+            primary.update(runningCount=running, pendingCount=desired - running)
+    elif kind == "crash":
+        fail_every = float(b.get("seconds", STATE.config["task_fail_seconds"]))
+        failed = int(elapsed / fail_every) if fail_every > 0 else 0
+        if failed > primary["failedTasks"]:
+            event(service, f"(deployment {primary['id']}) task failed: essential container in task exited (failed tasks: {failed}).")
+        primary.update(runningCount=0, pendingCount=desired, failedTasks=failed)
+        enabled, rollback = circuit_breaker(service)
+        threshold = min(200, max(3, math.ceil(desired * 0.5)))
+        if enabled and failed >= threshold:
+            primary.update(rolloutState="FAILED", updatedAt=utcnow(),
+                           rolloutStateReason="ECS deployment circuit breaker: tasks failed to start.")
+            event(service, f"(deployment {primary['id']}) deployment failed: tasks failed to start.")
+            target = STATE.stable_td.get(service.arn)
+            if rollback and target:
+                event(service, f"rolling back to {target.rsplit('/', 1)[-1]}.")
+                start_deployment(service, target)
+                return advance(backend, service, now)
+    elif kind == "never_stable":
+        running = max(desired - 1, 0)
+        primary.update(runningCount=running, pendingCount=desired - running)
+    # Older deployments drain as the primary's tasks come up.
+    old_total = max(desired - primary["runningCount"], 0)
+    for d in actives:
+        d["runningCount"] = min(STATE.deployments.get(d["id"], {}).get("running", 0), old_total)
+        d["pendingCount"] = 0
+        old_total -= d["runningCount"]
+    service.running_count = sum(d["runningCount"] for d in service.deployments)
+    service.pending_count = sum(d.get("pendingCount", 0) for d in service.deployments)
+
+
+def advance_all():
+    now = time.monotonic()
+    for region in list(STATE.regions):
+        backend = ecs_backends[ACCOUNT][region]
+        for service in list(backend.services.values()):
+            if service.status == "ACTIVE":
+                advance(backend, service, now)
+
+
+def service_of(region, body):
+    backend = ecs_backends[ACCOUNT][region]
+    cluster = (body.get("cluster") or "default").split("/")[-1]
+    name = (body.get("service") or body.get("serviceName") or "").split("/")[-1]
+    return backend, backend.services.get(f"{cluster}:{name}")
+
+
+def ecs_after(region, op, body, status):
+    """Corrects moto's bookkeeping after a successful ECS write."""
+    if status >= 300:
+        return
+    if op == "CreateService":
+        backend, service = service_of(region, body)
+        if service is None:
+            return
+        service.deployment_configuration = body.get("deploymentConfiguration") or {
+            "maximumPercent": 200, "minimumHealthyPercent": 100,
+            "deploymentCircuitBreaker": {"enable": False, "rollback": False}}
+        service.running_count, service.pending_count = 0, service.desired_count
+        service.deployments = []
+        service.events = []
+        td = backend.describe_task_definition(body["taskDefinition"]).arn
+        start_deployment(service, td)
+    elif op == "UpdateService":
+        backend, service = service_of(region, body)
+        if service is None:
+            return
+        if body.get("taskDefinition"):
+            # moto stores the string as given ("family:2"); ECS always reports the ARN.
+            td = backend.describe_task_definition(body["taskDefinition"]).arn
+            service.task_definition = td
+            start_deployment(service, td)
+        elif body.get("forceNewDeployment"):
+            start_deployment(service, service.deployments[0]["taskDefinition"] if service.deployments else service.task_definition)
+        advance(backend, service, time.monotonic())
+
+
+# ---------------------------------------------------------------------------------------------
+# CloudWatch rpc-v2-cbor <-> JSON 1.0
+
+
+def cbor_to_json(value):
+    if isinstance(value, dict):
+        return {k: cbor_to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [cbor_to_json(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    if isinstance(value, cbor2.CBORTag) and value.tag == 1:
+        return float(value.value)
+    if isinstance(value, bytes):
+        import base64
+        return base64.b64encode(value).decode()
+    return value
+
+
+DOUBLE_KEYS = {"Threshold", "Value", "Sum", "Minimum", "Maximum", "SampleCount", "Average"}
+
+
+def to_epoch(v):
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        return dt.datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+    return v
+
+
+def json_to_cbor(value, key=None):
+    if isinstance(value, dict):
+        return {k: json_to_cbor(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        if key == "Timestamps":
+            return [cbor2.CBORTag(1, to_epoch(v)) for v in value]
+        return [json_to_cbor(v, key if key in ("Values",) else None) for v in value]
+    if key and key.endswith("Timestamp") and value is not None:
+        return cbor2.CBORTag(1, to_epoch(value))
+    if key in DOUBLE_KEYS or key == "Values":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# The WSGI layer
+
+
+def read_body(environ):
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    return environ["wsgi.input"].read(length) if length else b""
+
+
+def region_of(environ):
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    try:
+        scope = auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")
+        return scope[2]
+    except IndexError:
+        return "us-east-1"
+
+
+def identify(environ):
+    """('ecs', 'DescribeServices') for an AWS call; None for anything else."""
+    path = environ.get("PATH_INFO", "")
+    if path.startswith(CBOR_PREFIX):
+        return "cloudwatch", path[len(CBOR_PREFIX):], "cbor"
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if "." in target:
+        prefix, op = target.split(".", 1)
+        return TARGET_SERVICES.get(prefix, prefix.lower()), op, "json"
+    return None
+
+
+def respond(start_response, status, body, content_type="application/json", extra=()):
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error",
+              503: "Service Unavailable"}.get(status, "OK")
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))] + list(extra)
+    start_response(f"{status} {reason}", headers)
+    return [body]
+
+
+def error_response(start_response, proto, status, code, message):
+    if proto == "cbor":
+        body = cbor2.dumps({"__type": code, "message": message})
+        return respond(start_response, status, body, "application/cbor", [("smithy-protocol", "rpc-v2-cbor")])
+    body = json.dumps({"__type": code, "message": message}).encode()
+    return respond(start_response, status, body, "application/x-amz-json-1.1")
+
+
+class App:
+    def __init__(self):
+        self.moto = DomainDispatcherApplication(create_backend_app)
+
+    def call_moto(self, environ, body):
+        environ["wsgi.input"] = __import__("io").BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"] = int(status.split()[0])
+            captured["headers"] = headers
+
+        chunks = self.moto(environ, capture)
+        out = b"".join(chunks)
+        if hasattr(chunks, "close"):
+            chunks.close()
+        return captured["status"], captured["headers"], out
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_sim/"):
+            return self.control(environ, start_response, path[len("/_sim/"):])
+        ident = identify(environ)
+        body = read_body(environ)
+        if ident is None:
+            status, headers, out = self.call_moto(environ, body)
+            start_response(f"{status} X", headers)
+            return [out]
+        service, op, proto = ident
+        name = f"{service}:{op}"
+        region = region_of(environ)
+        with STATE.lock:
+            STATE.calls[name] = STATE.calls.get(name, 0) + 1
+            fault = next((f for f in STATE.faults if f.matches(name) and f.fire()), None)
+        if fault is not None:
+            if fault.kind == "latency":
+                time.sleep(fault.latency_ms / 1000.0)
+            elif fault.kind == "drop":
+                sock = environ.get("werkzeug.socket")
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    sock.close()
+                raise ConnectionAbortedError("aws-sim: dropped connection (fault injection)")
+            elif fault.kind == "throttle":
+                code = "Throttling" if service == "cloudwatch" else "ThrottlingException"
+                return error_response(start_response, proto, 400, code, "Rate exceeded")
+            elif fault.kind == "http500":
+                return error_response(start_response, proto, 500, "InternalFailure", "aws-sim: injected internal error")
+            elif fault.kind == "http503":
+                return error_response(start_response, proto, 503, "ServiceUnavailable", "aws-sim: injected unavailability")
+        if proto == "cbor":
+            return self.cbor(environ, start_response, op, body)
+        if service == "ecs":
+            with STATE.lock:
+                STATE.regions.add(region)
+                advance_all()
+                status, headers, out = self.call_moto(environ, body)
+                try:
+                    req = json.loads(body or b"{}")
+                except ValueError:
+                    req = {}
+                if op in ("CreateService", "UpdateService") and status < 300:
+                    ecs_after(region, op, req, status)
+                    out = self.reserialize_service(environ, req, out)
+            return respond(start_response, status, out, dict(headers).get("Content-Type", "application/x-amz-json-1.1"))
+        status, headers, out = self.call_moto(environ, body)
+        start_response(f"{status} X", headers)
+        return [out]
+
+    def reserialize_service(self, environ, req, out):
+        """The write's response shows the service as the simulator left it, not as moto did."""
+        e = dict(environ)
+        e["HTTP_X_AMZ_TARGET"] = "AmazonEC2ContainerServiceV20141113.DescribeServices"
+        name = req.get("service") or req.get("serviceName")
+        q = json.dumps({"cluster": req.get("cluster", "default"), "services": [name]}).encode()
+        status, _, desc = self.call_moto(e, q)
+        if status != 200:
+            return out
+        services = json.loads(desc).get("services") or []
+        if not services:
+            return out
+        return json.dumps({"service": services[0]}).encode()
+
+    def cbor(self, environ, start_response, op, body):
+        try:
+            payload = cbor2.loads(body) if body else {}
+        except Exception as exc:  # malformed CBOR is the client's fault, as in AWS
+            return error_response(start_response, "cbor", 400, "SerializationException", str(exc))
+        e = dict(environ)
+        e["PATH_INFO"] = "/"
+        e["REQUEST_METHOD"] = "POST"
+        e["CONTENT_TYPE"] = "application/x-amz-json-1.0"
+        e["HTTP_X_AMZ_TARGET"] = f"GraniteServiceVersion20100801.{op}"
+        e.pop("HTTP_SMITHY_PROTOCOL", None)
+        status, headers, out = self.call_moto(e, json.dumps(cbor_to_json(payload or {})).encode())
+        try:
+            data = json.loads(out) if out.strip() else {}
+        except ValueError:
+            data = {"__type": "InternalFailure", "message": out.decode(errors="replace")[:500]}
+            status = 500
+        if status >= 300:
+            code = str(data.get("__type") or data.get("code") or "InternalFailure").split("#")[-1]
+            msg = data.get("message") or data.get("Message") or ""
+            return error_response(start_response, "cbor", status, code, msg)
+        return respond(start_response, status, cbor2.dumps(json_to_cbor(data)), "application/cbor",
+                       [("smithy-protocol", "rpc-v2-cbor")])
+
+    # ---- control API ------------------------------------------------------------------------
+
+    def control(self, environ, start_response, what):
+        method = environ.get("REQUEST_METHOD", "GET")
+        raw = read_body(environ)
+        try:
+            req = json.loads(raw) if raw else {}
+        except ValueError:
+            return respond(start_response, 400, b'{"error":"body must be JSON"}')
+        try:
+            out = self.control_op(method, what, req)
+        except (KeyError, ValueError, TypeError) as exc:
+            return respond(start_response, 400, json.dumps({"error": str(exc)}).encode())
+        if out is None:
+            return respond(start_response, 404, json.dumps({"error": f"no control endpoint {method} /_sim/{what}"}).encode())
+        return respond(start_response, 200, json.dumps(out, default=str).encode())
+
+    def control_op(self, method, what, req):
+        with STATE.lock:
+            if what == "health":
+                return {"ok": True}
+            if what == "reset" and method == "POST":
+                STATE.reset()
+                e = {"PATH_INFO": "/moto-api/reset", "REQUEST_METHOD": "POST", "HTTP_HOST": "motoapi.amazonaws.com",
+                     "SERVER_NAME": "localhost", "SERVER_PORT": "0", "wsgi.url_scheme": "http",
+                     "wsgi.errors": sys.stderr, "QUERY_STRING": ""}
+                self.call_moto(e, b"")
+                return {"ok": True}
+            if what == "config":
+                if method == "POST":
+                    for k, v in req.items():
+                        if k not in STATE.config:
+                            raise KeyError(f"unknown config key {k!r}; known: {sorted(STATE.config)}")
+                        STATE.config[k] = float(v)
+                return STATE.config
+            if what == "behaviours":
+                if method == "POST":
+                    kind = req["kind"]
+                    if kind not in ("healthy", "slow", "crash", "never_stable"):
+                        raise ValueError("kind must be healthy, slow, crash or never_stable")
+                    b = {"kind": kind}
+                    if "seconds" in req:
+                        b["seconds"] = float(req["seconds"])
+                    STATE.behaviours[req["tag"]] = b
+                return STATE.behaviours
+            if what == "faults":
+                if method == "POST":
+                    STATE.faults.append(Fault(req))
+                elif method == "DELETE":
+                    STATE.faults = []
+                return [f.describe() for f in STATE.faults]
+            if what == "calls":
+                if method == "DELETE":
+                    STATE.calls = {}
+                return STATE.calls
+        return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=4566)
+    args = ap.parse_args()
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        ap.error("the simulator only listens on loopback")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = make_server(args.host, args.port, App(), threaded=True, request_handler=MotoRequestHandler)
+    host, port = server.server_address[:2]
+    print(f"http://{host}:{port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+//! The one-shot commands: `plan` (decide without acting) and `status` (ask a daemon).
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::aws::Aws;
+use crate::metrics::Metrics;
+use crate::plan::{Action, UpdateWhy, short_td};
+use crate::reconcile;
+use crate::source::{FileState, Source};
+use crate::status::StatusReport;
+
+/// What the next pass of each environment would do, and why.
+pub async fn plan(repo: &str, branch: &str, path: &str, envs: &[String]) -> anyhow::Result<String> {
+    let cache = tempfile::Builder::new()
+        .prefix("ecs-gitops-plan-")
+        .tempdir()?;
+    let source = Source::new(repo, branch, path, cache.path());
+    let snap = source.load().await?;
+    let aws = Aws::from_env(std::sync::Arc::new(Metrics::new())).await;
+    let mut out = String::new();
+    writeln!(
+        out,
+        "desired state: {} at {}",
+        source.display(),
+        snap.revision
+    )?;
+    for (env, file) in &snap.files {
+        if !envs.is_empty() && !envs.contains(env) {
+            continue;
+        }
+        writeln!(out, "\nenvironment {env}")?;
+        let desired = match file {
+            FileState::Invalid(problems) => {
+                writeln!(out, "  file invalid; nothing would be deployed from it:")?;
+                for p in problems {
+                    writeln!(out, "    {p}")?;
+                }
+                continue;
+            }
+            FileState::Valid(d) => d,
+        };
+        let upstream = desired.promote_from.as_deref().and_then(|u| snap.valid(u));
+        let pass = match reconcile::decide(
+            &aws,
+            desired,
+            upstream,
+            &snap.revision,
+            Duration::from_secs(10),
+        )
+        .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                writeln!(out, "  cannot observe: {e}")?;
+                continue;
+            }
+        };
+        let p = &pass.plan;
+        let now = pass
+            .record
+            .as_ref()
+            .map(|r| r.phase.as_str())
+            .unwrap_or("(new: would adopt)");
+        writeln!(out, "  phase: {now} -> {}", p.phase)?;
+        writeln!(out, "  desired release: {}", desired.release)?;
+        if let Some(r) = &p.record.last_good {
+            writeln!(out, "  last good: {r}")?;
+        }
+        if let Some((r, why)) = &p.record.rejected {
+            writeln!(out, "  rejected: {r} ({why})")?;
+        }
+        writeln!(out, "  why: {}", p.message)?;
+        for g in &p.gates {
+            writeln!(
+                out,
+                "  gate {:<9} {}: {}",
+                g.name,
+                if g.passed { "pass" } else { "FAIL" },
+                g.detail
+            )?;
+        }
+        if p.actions.is_empty() {
+            writeln!(out, "  actions: none")?;
+        }
+        for a in &p.actions {
+            match a {
+                Action::Deploy {
+                    service,
+                    base_task_definition,
+                    image,
+                    ..
+                } => writeln!(
+                    out,
+                    "  action: register a revision of {} with image {image}, update service {service}",
+                    short_td(base_task_definition)
+                )?,
+                Action::Update {
+                    service,
+                    task_definition,
+                    why,
+                } => writeln!(
+                    out,
+                    "  action: update service {service} to {} ({})",
+                    short_td(task_definition),
+                    match why {
+                        UpdateWhy::Rollback => "rollback",
+                        UpdateWhy::Drift => "drift correction",
+                        UpdateWhy::Restore => "restore last good",
+                    }
+                )?,
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Fetches `/api/v1/status` and renders it as a table (or raw JSON).
+pub async fn status(url: &str, json: bool) -> anyhow::Result<String> {
+    let endpoint = format!("{}/api/v1/status", url.trim_end_matches('/'));
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?
+        .get(&endpoint)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {endpoint} (--url): {e}"))?;
+    let text = resp.text().await?;
+    if json {
+        return Ok(text + "\n");
+    }
+    let report: StatusReport = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!("{endpoint} did not answer with ecs-gitops status JSON: {e}")
+    })?;
+    let short = |x: &Option<String>| {
+        x.as_deref()
+            .map(|v| v.chars().take(7).collect())
+            .unwrap_or_else(|| "-".to_string())
+    };
+    let mut out = String::new();
+    writeln!(
+        out,
+        "{:<12} {:<12} {:<8} {:<8} {:<9} {:<8} {:<20} MESSAGE",
+        "ENVIRONMENT", "PHASE", "DESIRED", "RUNNING", "LAST-GOOD", "REJECTED", "SINCE"
+    )?;
+    for e in &report.environments {
+        writeln!(
+            out,
+            "{:<12} {:<12} {:<8} {:<8} {:<9} {:<8} {:<20} {}",
+            e.name,
+            e.phase,
+            short(&e.desired_release),
+            short(&e.running_release),
+            short(&e.last_good_release),
+            short(&e.rejected_release),
+            e.since.as_deref().unwrap_or("-"),
+            e.error.as_deref().unwrap_or(&e.message)
+        )?;
+    }
+    Ok(out)
+}

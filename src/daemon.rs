@@ -1,0 +1,112 @@
+//! `ecs-gitops run`: wires the source, one task per environment, and the HTTP server, and
+//! shuts them all down on one cancellation signal.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::Aws;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::reconcile::{self, Shared};
+use crate::source::{self, Source, SourceStatus};
+use crate::status::Board;
+
+pub struct RunOptions {
+    pub repo: String,
+    pub branch: String,
+    pub path: String,
+    pub environments: Vec<String>,
+    pub listen: SocketAddr,
+    pub interval: Duration,
+}
+
+pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let board = Board::default();
+    let aws = Aws::from_env(metrics.clone()).await;
+    let cache = tempfile::Builder::new().prefix("ecs-gitops-").tempdir()?;
+    let source = Source::new(&opts.repo, &opts.branch, &opts.path, cache.path());
+    let trigger = Arc::new(Notify::new());
+    let (source_tx, source_rx) = watch::channel(SourceStatus::default());
+    let (envs_tx, envs_rx) = watch::channel(Vec::<String>::new());
+
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", opts.listen))?;
+    let addr = http::local_addr(&listener).unwrap_or(opts.listen);
+    // Tests and scripts read the bound address (with --listen 127.0.0.1:0) from this line.
+    println!("ecs-gitops listening on http://{addr}");
+    tracing::info!(%addr, repo = %source.display(), branch = %opts.branch, "ecs-gitops started");
+
+    let state = AppState {
+        metrics: metrics.clone(),
+        board: board.clone(),
+        source: source_rx.clone(),
+        environments: envs_rx,
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(http::serve(listener, state, cancel.clone()));
+    {
+        let (metrics, cancel, trigger) = (metrics.clone(), cancel.clone(), trigger.clone());
+        tasks.spawn(async move {
+            source::run(source, opts.interval, trigger, source_tx, metrics, cancel).await;
+            Ok(())
+        });
+    }
+    let shared = Shared {
+        aws,
+        metrics,
+        board,
+        interval: opts.interval,
+    };
+    let filter: BTreeSet<String> = opts.environments.iter().cloned().collect();
+    let mut started: BTreeSet<String> = BTreeSet::new();
+    let mut rx = source_rx;
+    loop {
+        let snapshot = rx.borrow_and_update().snapshot.clone();
+        if let Some(snap) = snapshot {
+            for env in snap.files.keys() {
+                if (!filter.is_empty() && !filter.contains(env)) || started.contains(env) {
+                    continue;
+                }
+                started.insert(env.clone());
+                tasks.spawn(reconcile_task(
+                    env.clone(),
+                    shared.clone(),
+                    rx.clone(),
+                    cancel.clone(),
+                ));
+            }
+            for missing in filter.difference(&started) {
+                tracing::warn!(environment = %missing, "--env names an environment with no file in the desired-state folder");
+            }
+            envs_tx.send_replace(started.iter().cloned().collect());
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            changed = rx.changed() => if changed.is_err() { break },
+        }
+    }
+    while let Some(res) = tasks.join_next().await {
+        if let Ok(Err(e)) = res {
+            tracing::warn!(error = %e, "task ended with an error");
+        }
+    }
+    tracing::info!("ecs-gitops stopped");
+    Ok(())
+}
+
+async fn reconcile_task(
+    env: String,
+    shared: Shared,
+    rx: watch::Receiver<SourceStatus>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    reconcile::run_environment(env, shared, rx, cancel).await;
+    Ok(())
+}

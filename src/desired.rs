@@ -1,0 +1,864 @@
+//! Desired state: what `desired-state/<environment>.yaml` says an environment should run.
+//!
+//! This is the controller's only input from git. A file is parsed into a located YAML tree
+//! (`yaml`), then checked field by field; every problem found is reported with the file, line
+//! and column and what to do, and a file with any problem yields no `DesiredState` at all, so
+//! nothing is ever deployed from a half-valid file. Checks that span files (`promote_from`
+//! naming a missing environment, or a promotion cycle) are in `check_set`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::yaml::{self, Location, Node};
+
+/// A full 40-character lowercase hex git SHA: the ECR image tag of a release.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Release(String);
+
+impl Release {
+    pub fn parse(s: &str) -> Result<Release, String> {
+        if s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if s.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(format!(
+                    "release `{s}` has uppercase letters; write the SHA in lowercase as git prints it"
+                ));
+            }
+            return Ok(Release(s.to_string()));
+        }
+        if !s.is_empty() && s.len() < 40 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "release `{s}` is {} characters; use the full 40-character commit SHA (`git rev-parse <commit>`)",
+                s.len()
+            ));
+        }
+        Err(format!(
+            "release `{}` is not a 40-character lowercase hex git SHA; use the full commit SHA that tags the image",
+            truncate(s, 60)
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The 7-character form used in release tags and messages.
+    pub fn short(&self) -> &str {
+        &self.0[..7]
+    }
+}
+
+impl fmt::Display for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DriftMode {
+    #[default]
+    Correct,
+    Report,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub url: String,
+    pub expect_status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verify {
+    pub alarms: Vec<String>,
+    pub health: Vec<HealthCheck>,
+    pub bake: Duration,
+    pub rollout_timeout: Duration,
+}
+
+pub const DEFAULT_BAKE: Duration = Duration::from_secs(15 * 60);
+pub const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify {
+            alarms: Vec::new(),
+            health: Vec::new(),
+            bake: DEFAULT_BAKE,
+            rollout_timeout: DEFAULT_ROLLOUT_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// ECR repository name (same account and region as the cluster).
+    pub repository: String,
+    /// Which container's image to set; `None` means the task definition's only container.
+    pub container: Option<String>,
+    /// Per-service override of the environment's release.
+    pub release: Option<Release>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredState {
+    pub environment: String,
+    pub region: String,
+    pub cluster: String,
+    pub release: Release,
+    pub promote_from: Option<String>,
+    /// Where `promote_from` is written, for errors that involve other files.
+    pub promote_from_at: Location,
+    pub hotfix: Option<String>,
+    pub services: BTreeMap<String, ServiceSpec>,
+    pub verify: Verify,
+    pub drift: DriftMode,
+}
+
+impl DesiredState {
+    /// The release a service should run: its own override or the environment's.
+    pub fn release_of(&self, service: &str) -> &Release {
+        self.services
+            .get(service)
+            .and_then(|s| s.release.as_ref())
+            .unwrap_or(&self.release)
+    }
+}
+
+/// One problem in one file, printed as `path:line:col: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub at: Location,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.at.line,
+            self.at.col,
+            self.message
+        )
+    }
+}
+
+const TOP_KEYS: &[&str] = &[
+    "environment",
+    "region",
+    "cluster",
+    "release",
+    "promote_from",
+    "hotfix",
+    "services",
+    "verify",
+    "drift",
+];
+const SERVICE_KEYS: &[&str] = &["repository", "container", "release"];
+const VERIFY_KEYS: &[&str] = &["alarms", "health", "bake", "rollout_timeout"];
+const HEALTH_KEYS: &[&str] = &["url", "expect_status"];
+
+/// The environment name a file must declare: its stem (`prod` for `desired-state/prod.yaml`).
+pub fn stem_of(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// True for the file names the controller reads from the desired-state folder.
+pub fn is_desired_state_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml") | Some("yml")
+    )
+}
+
+/// Parses and validates one file. `path` is only used in messages and for the stem check.
+pub fn parse(path: &Path, text: &str) -> Result<DesiredState, Vec<Problem>> {
+    let mut c = Checker {
+        path: path.to_path_buf(),
+        problems: Vec::new(),
+    };
+    let root = match yaml::parse(text) {
+        Ok(Some(node)) => node,
+        Ok(None) => {
+            c.at(
+                Location { line: 1, col: 1 },
+                "file is empty; a desired-state file is a mapping with environment, region, cluster, release and services",
+            );
+            return Err(c.problems);
+        }
+        Err(e) => {
+            c.at(e.at, e.message);
+            return Err(c.problems);
+        }
+    };
+    let state = c.top(&root);
+    match state {
+        Some(s) if c.problems.is_empty() => Ok(s),
+        _ => Err(c.problems),
+    }
+}
+
+struct Checker {
+    path: PathBuf,
+    problems: Vec<Problem>,
+}
+
+type Fields<'a> = BTreeMap<&'a str, (Location, &'a Node)>;
+
+impl Checker {
+    fn at(&mut self, at: Location, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: self.path.clone(),
+            at,
+            message: message.into(),
+        });
+    }
+
+    /// Checks that `node` is a mapping with only `known` keys; returns its fields.
+    fn fields<'a>(&mut self, node: &'a Node, what: &str, known: &[&str]) -> Option<Fields<'a>> {
+        let Node::Map { entries, .. } = node else {
+            self.at(
+                node.at(),
+                format!(
+                    "{what} must be a mapping of keys to values, found {}",
+                    node.kind()
+                ),
+            );
+            return None;
+        };
+        let mut out = BTreeMap::new();
+        for (key, key_at, value) in entries {
+            if known.contains(&key.as_str()) {
+                out.insert(key.as_str(), (*key_at, value));
+            } else {
+                let hint = match nearest(key, known) {
+                    Some(k) => format!("did you mean `{k}`?"),
+                    None => format!("known keys are: {}", known.join(", ")),
+                };
+                self.at(*key_at, format!("unknown key `{key}` in {what}; {hint}"));
+            }
+        }
+        Some(out)
+    }
+
+    fn required<'a>(
+        &mut self,
+        fields: &Fields<'a>,
+        map: &Node,
+        key: &str,
+        what: &str,
+        example: &str,
+    ) -> Option<&'a Node> {
+        match fields.get(key) {
+            Some((_, v)) if !v.is_null() => Some(v),
+            Some((at, _)) => {
+                self.at(
+                    *at,
+                    format!("`{key}` in {what} has no value; set it, e.g. `{key}: {example}`"),
+                );
+                None
+            }
+            None => {
+                self.at(
+                    map.at(),
+                    format!("missing required key `{key}` in {what}; add e.g. `{key}: {example}`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn optional<'a>(&self, fields: &Fields<'a>, key: &str) -> Option<&'a Node> {
+        fields.get(key).map(|(_, v)| *v).filter(|v| !v.is_null())
+    }
+
+    fn string(&mut self, node: &Node, what: &str) -> Option<String> {
+        match node {
+            Node::Scalar { value, .. } => Some(value.clone()),
+            other => {
+                self.at(
+                    other.at(),
+                    format!("`{what}` must be a single value, found {}", other.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    fn name(
+        &mut self,
+        node: &Node,
+        what: &str,
+        rule: fn(&str) -> Result<(), String>,
+    ) -> Option<String> {
+        let s = self.string(node, what)?;
+        match rule(&s) {
+            Ok(()) => Some(s),
+            Err(m) => {
+                self.at(node.at(), format!("`{what}`: {m}"));
+                None
+            }
+        }
+    }
+
+    fn release(&mut self, node: &Node, what: &str) -> Option<Release> {
+        let s = self.string(node, what)?;
+        match Release::parse(&s) {
+            Ok(r) => Some(r),
+            Err(m) => {
+                self.at(node.at(), format!("`{what}`: {m}"));
+                None
+            }
+        }
+    }
+
+    fn top(&mut self, root: &Node) -> Option<DesiredState> {
+        let f = self.fields(root, "the file", TOP_KEYS)?;
+        let stem = stem_of(&self.path);
+        let environment = self
+            .required(&f, root, "environment", "the file", &stem)
+            .and_then(|n| {
+                self.name(n, "environment", check_environment_name)
+                    .map(|s| (s, n.at()))
+            });
+        if let Some((env, at)) = &environment
+            && *env != stem
+        {
+            self.at(
+                *at,
+                format!(
+                    "environment `{env}` does not match the file name `{}`; rename the file to `{env}.yaml` or set `environment: {stem}`",
+                    self.path.file_name().map(|s| s.to_string_lossy()).unwrap_or_default()
+                ),
+            );
+        }
+        let region = self
+            .required(&f, root, "region", "the file", "me-south-1")
+            .and_then(|n| self.name(n, "region", check_region));
+        let cluster = self
+            .required(&f, root, "cluster", "the file", "saas-prod")
+            .and_then(|n| self.name(n, "cluster", check_ecs_name));
+        let release = self
+            .required(&f, root, "release", "the file", "<40-hex git SHA>")
+            .and_then(|n| self.release(n, "release"));
+        let promote_from = self.optional(&f, "promote_from").and_then(|n| {
+            let v = self.name(n, "promote_from", check_environment_name)?;
+            if v == stem {
+                self.at(
+                    n.at(),
+                    format!("`promote_from: {v}` names this environment itself; name the upstream environment (e.g. `staging`) or remove the key"),
+                );
+                return None;
+            }
+            Some((v, n.at()))
+        });
+        let hotfix = match f.get("hotfix") {
+            None => None,
+            Some((at, n)) => match self.string(n, "hotfix") {
+                Some(reason) if reason.trim().is_empty() || n.is_null() => {
+                    let at = if n.is_null() { *at } else { n.at() };
+                    self.at(at, "`hotfix` reason is empty; say why the promotion gate is skipped (e.g. `hotfix: \"INC-123 checkout outage\"`) or remove the key");
+                    None
+                }
+                other => other,
+            },
+        };
+        let services = self
+            .required(
+                &f,
+                root,
+                "services",
+                "the file",
+                "{saas-backend: {repository: saas-backend}}",
+            )
+            .and_then(|n| self.services(n));
+        let verify = match self.optional(&f, "verify") {
+            Some(n) => self.verify(n),
+            None => Some(Verify::default()),
+        };
+        let drift = match self.optional(&f, "drift") {
+            None => Some(DriftMode::Correct),
+            Some(n) => match self.string(n, "drift")?.as_str() {
+                "correct" => Some(DriftMode::Correct),
+                "report" => Some(DriftMode::Report),
+                other => {
+                    self.at(
+                        n.at(),
+                        format!("`drift: {}` is not a drift mode; use `correct` (put ECS back) or `report` (only report it)", truncate(other, 40)),
+                    );
+                    None
+                }
+            },
+        };
+        Some(DesiredState {
+            environment: environment?.0,
+            region: region?,
+            cluster: cluster?,
+            release: release?,
+            promote_from_at: promote_from.as_ref().map(|p| p.1).unwrap_or_default(),
+            promote_from: promote_from.map(|p| p.0),
+            hotfix,
+            services: services?,
+            verify: verify?,
+            drift: drift?,
+        })
+    }
+
+    fn services(&mut self, node: &Node) -> Option<BTreeMap<String, ServiceSpec>> {
+        let Node::Map { entries, at } = node else {
+            self.at(
+                node.at(),
+                format!(
+                    "`services` must be a mapping of ECS service names to settings, found {}",
+                    node.kind()
+                ),
+            );
+            return None;
+        };
+        if entries.is_empty() {
+            self.at(*at, "`services` is empty; name at least one ECS service, e.g. `saas-backend: {repository: saas-backend}`");
+            return None;
+        }
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (name, name_at, spec) in entries {
+            if let Err(m) = check_ecs_name(name) {
+                self.at(
+                    *name_at,
+                    format!("service name `{}`: {m}", truncate(name, 40)),
+                );
+                ok = false;
+                continue;
+            }
+            let what = format!("service `{name}`");
+            let Some(f) = self.fields(spec, &what, SERVICE_KEYS) else {
+                ok = false;
+                continue;
+            };
+            let repository = self
+                .required(&f, spec, "repository", &what, name)
+                .and_then(|n| self.name(n, "repository", check_repository));
+            let container = self
+                .optional(&f, "container")
+                .map(|n| self.name(n, "container", check_container));
+            let release = self
+                .optional(&f, "release")
+                .map(|n| self.release(n, "release"));
+            // `Some(None)` is a key that was present but invalid (already reported).
+            match (repository, container, release) {
+                (Some(repository), container, release)
+                    if !matches!(container, Some(None)) && !matches!(release, Some(None)) =>
+                {
+                    out.insert(
+                        name.clone(),
+                        ServiceSpec {
+                            repository,
+                            container: container.flatten(),
+                            release: release.flatten(),
+                        },
+                    );
+                }
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn verify(&mut self, node: &Node) -> Option<Verify> {
+        let f = self.fields(node, "`verify`", VERIFY_KEYS)?;
+        let mut v = Verify::default();
+        let mut ok = true;
+        if let Some(n) = self.optional(&f, "alarms") {
+            match n {
+                Node::Seq { items, .. } => {
+                    for item in items {
+                        match self.name(item, "alarms", check_alarm_name) {
+                            Some(a) => v.alarms.push(a),
+                            None => ok = false,
+                        }
+                    }
+                }
+                other => {
+                    self.at(other.at(), format!("`alarms` must be a list of CloudWatch alarm names, e.g. `[saas-prod-5xx]`, found {}", other.kind()));
+                    ok = false;
+                }
+            }
+        }
+        if let Some(n) = self.optional(&f, "health") {
+            match n {
+                Node::Seq { items, .. } => {
+                    for item in items {
+                        match self.health(item) {
+                            Some(h) => v.health.push(h),
+                            None => ok = false,
+                        }
+                    }
+                }
+                other => {
+                    self.at(other.at(), format!("`health` must be a list of checks like `- url: https://host/health`, found {}", other.kind()));
+                    ok = false;
+                }
+            }
+        }
+        for (key, slot) in [
+            ("bake", &mut v.bake),
+            ("rollout_timeout", &mut v.rollout_timeout),
+        ] {
+            if let Some(n) = self.optional(&f, key) {
+                let Some(s) = self.string(n, key) else {
+                    ok = false;
+                    continue;
+                };
+                match parse_duration(&s) {
+                    Ok(d) if key == "rollout_timeout" && d.is_zero() => {
+                        self.at(n.at(), "`rollout_timeout` must be longer than 0s; give the rollout time to finish, e.g. `10m`");
+                        ok = false;
+                    }
+                    Ok(d) => *slot = d,
+                    Err(m) => {
+                        self.at(n.at(), format!("`{key}`: {m}"));
+                        ok = false;
+                    }
+                }
+            }
+        }
+        ok.then_some(v)
+    }
+
+    fn health(&mut self, node: &Node) -> Option<HealthCheck> {
+        let f = self.fields(node, "a health check", HEALTH_KEYS)?;
+        let url = self
+            .required(
+                &f,
+                node,
+                "url",
+                "a health check",
+                "https://api.example.com/health",
+            )
+            .and_then(|n| self.name(n, "url", check_url));
+        let expect_status = match self.optional(&f, "expect_status") {
+            None => Some(200),
+            Some(n) => {
+                let s = self.string(n, "expect_status")?;
+                match s.parse::<u16>() {
+                    Ok(code) if (100..=599).contains(&code) => Some(code),
+                    _ => {
+                        self.at(
+                            n.at(),
+                            format!("`expect_status: {}` is not an HTTP status; use a number from 100 to 599, e.g. 200", truncate(&s, 20)),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        Some(HealthCheck {
+            url: url?,
+            expect_status: expect_status?,
+        })
+    }
+}
+
+/// Parses `90s`, `15m`, `1h`, `1h30m`, `0s` (units in descending order, each at most once).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const MAX: u64 = 7 * 24 * 3600;
+    let bad = || {
+        format!(
+            "`{}` is not a duration; write a number and a unit, e.g. `90s`, `15m`, `1h` or `1h30m`",
+            truncate(s, 30)
+        )
+    };
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    let mut last_rank = 0;
+    for ch in s.chars() {
+        if ch.is_ascii_digit() {
+            digits.push(ch);
+            if digits.len() > 7 {
+                return Err(bad());
+            }
+            continue;
+        }
+        let (rank, factor) = match ch {
+            'h' => (1, 3600),
+            'm' => (2, 60),
+            's' => (3, 1),
+            _ => return Err(bad()),
+        };
+        if digits.is_empty() || rank <= last_rank {
+            return Err(bad());
+        }
+        last_rank = rank;
+        total += digits.parse::<u64>().map_err(|_| bad())? * factor;
+        digits.clear();
+    }
+    if !digits.is_empty() {
+        return Err(bad());
+    }
+    if total > MAX {
+        return Err(format!(
+            "`{s}` is longer than 7 days (168h); use a shorter duration"
+        ));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// Formats a duration the way files write it (`1h30m`, `90s` stays `1m30s`).
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if sec > 0 || out.is_empty() {
+        out.push_str(&format!("{sec}s"));
+    }
+    out
+}
+
+fn check_environment_name(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && s.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not an environment name; use lowercase letters, digits, `-` or `_` (at most 63), e.g. `prod`",
+            truncate(s, 40)
+        ))
+    }
+}
+
+fn check_region(s: &str) -> Result<(), String> {
+    let parts: Vec<&str> = s.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not an AWS region; use a region code such as `me-south-1` or `eu-west-1`",
+            truncate(s, 40)
+        ))
+    }
+}
+
+fn check_ecs_name(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not an ECS name; use letters, digits, `-` and `_` (at most 255)",
+            truncate(s, 40)
+        ))
+    }
+}
+
+fn check_container(s: &str) -> Result<(), String> {
+    check_ecs_name(s).map_err(|_| {
+        format!(
+            "`{}` is not a container name; use the `name` of a container in the task definition",
+            truncate(s, 40)
+        )
+    })
+}
+
+fn check_repository(s: &str) -> Result<(), String> {
+    let ok = s.len() >= 2
+        && s.len() <= 256
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.' | b'/')
+        })
+        && s.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not an ECR repository name; use lowercase letters, digits and `-_./`, e.g. `saas-backend` (the name only, not the URI)",
+            truncate(s, 60)
+        ))
+    }
+}
+
+fn check_alarm_name(s: &str) -> Result<(), String> {
+    if s.trim().is_empty() || s.len() > 255 {
+        Err("alarm names must be 1 to 255 characters; give the CloudWatch alarm's name".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn check_url(s: &str) -> Result<(), String> {
+    match reqwest::Url::parse(s) {
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host_str().is_some() => {
+            Ok(())
+        }
+        Ok(u) => Err(format!(
+            "`{}` uses `{}:`; health checks must be http:// or https:// URLs",
+            truncate(s, 80),
+            u.scheme()
+        )),
+        Err(_) => Err(format!(
+            "`{}` is not a URL; write it in full, e.g. `https://api.example.com/health`",
+            truncate(s, 80)
+        )),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(max).collect();
+        format!("{head}...")
+    }
+}
+
+/// The known key closest to `key` by edit distance, when it is close enough to be a typo.
+fn nearest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    // A word of a known key (`status` for `expect_status`) is as good a hint as a typo.
+    let lower = key.to_ascii_lowercase();
+    if let Some(k) = known.iter().find(|k| k.split('_').any(|w| w == lower)) {
+        return Some(k);
+    }
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().take(64).collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Cross-file checks over a whole folder: `promote_from` must name an environment that has a
+/// file, and promotions must not form a cycle.
+pub fn check_set(states: &[(PathBuf, DesiredState)]) -> Vec<Problem> {
+    let by_env: BTreeMap<&str, &DesiredState> = states
+        .iter()
+        .map(|(_, s)| (s.environment.as_str(), s))
+        .collect();
+    let mut problems = Vec::new();
+    for (path, s) in states {
+        let Some(up) = &s.promote_from else { continue };
+        if !by_env.contains_key(up.as_str()) {
+            problems.push(Problem {
+                path: path.clone(),
+                at: s.promote_from_at,
+                message: format!(
+                    "`promote_from: {up}` names an environment with no file; add `{up}.yaml` beside this file or fix the name"
+                ),
+            });
+            continue;
+        }
+        // Walk upstream; coming back to this environment is a cycle.
+        let mut seen = BTreeSet::from([s.environment.as_str()]);
+        let mut chain = vec![s.environment.as_str()];
+        let mut cur = up.as_str();
+        while let Some(next) = by_env.get(cur) {
+            chain.push(cur);
+            if !seen.insert(cur) {
+                if cur == s.environment {
+                    problems.push(Problem {
+                        path: path.clone(),
+                        at: s.promote_from_at,
+                        message: format!(
+                            "promotion cycle: {}; one environment in the chain must not have `promote_from`",
+                            chain.join(" <- ")
+                        ),
+                    });
+                }
+                break;
+            }
+            match &next.promote_from {
+                Some(n) => cur = n,
+                None => break,
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_the_documented_forms() {
+        for (s, secs) in [
+            ("90s", 90),
+            ("15m", 900),
+            ("1h", 3600),
+            ("1h30m", 5400),
+            ("0s", 0),
+            ("2m5s", 125),
+        ] {
+            assert_eq!(parse_duration(s).unwrap(), Duration::from_secs(secs), "{s}");
+        }
+        for s in [
+            "",
+            "15",
+            "m",
+            "1m1h",
+            "1x",
+            "-5m",
+            "1.5h",
+            "1h1h",
+            "99999999s",
+        ] {
+            assert!(parse_duration(s).is_err(), "{s} should be refused");
+        }
+    }
+
+    #[test]
+    fn durations_format_back() {
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(Duration::from_secs(0)), "0s");
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+    }
+
+    #[test]
+    fn typos_suggest_the_nearest_key() {
+        assert_eq!(nearest("relase", TOP_KEYS), Some("release"));
+        assert_eq!(nearest("promote-from", TOP_KEYS), Some("promote_from"));
+        assert_eq!(nearest("zzzzzzzz", TOP_KEYS), None);
+        assert_eq!(nearest("status", HEALTH_KEYS), Some("expect_status"));
+        assert_eq!(nearest("timeout", VERIFY_KEYS), Some("rollout_timeout"));
+    }
+}

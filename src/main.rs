@@ -1,0 +1,230 @@
+//! The `ecs-gitops` binary: arguments, telemetry, and the shutdown signal. Everything else
+//! is in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ecs_gitops::desired::parse_duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "ecs-gitops",
+    version,
+    about = "Makes AWS ECS follow git: gates, bake, automatic rollback"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct SourceArgs {
+    /// Desired-state repository: a local path or a remote git URL.
+    #[arg(long)]
+    repo: String,
+    /// Branch whose head is the desired state.
+    #[arg(long, default_value = "main")]
+    branch: String,
+    /// Folder of the desired-state files inside the repository.
+    #[arg(long, default_value = "desired-state")]
+    path: String,
+    /// Only these environments (repeatable); default: every file in the folder.
+    #[arg(long = "env", value_name = "NAME")]
+    environments: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller.
+    Run {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Address of the HTTP server (metrics, status, webhooks).
+        #[arg(long, default_value = "127.0.0.1:9400")]
+        listen: SocketAddr,
+        /// Longest time between two passes of an environment (e.g. 10s, 1m).
+        #[arg(long, default_value = "10s", value_parser = duration_arg)]
+        interval: Duration,
+    },
+    /// Lint desired-state files or folders (default: desired-state/).
+    Validate { paths: Vec<PathBuf> },
+    /// Show what the next pass would do, and why, without doing it.
+    Plan {
+        #[command(flatten)]
+        source: SourceArgs,
+    },
+    /// Show what a running daemon reports.
+    Status {
+        #[arg(long, default_value = "http://127.0.0.1:9400")]
+        url: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set an environment's release to what another has verified, and commit it.
+    Promote {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value = ".")]
+        repo: String,
+    },
+}
+
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    match parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than 0s".into()),
+        Err(e) => Err(e),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { paths } => {
+            let paths = if paths.is_empty() {
+                vec![PathBuf::from("desired-state")]
+            } else {
+                paths
+            };
+            let report = ecs_gitops::validate::validate_paths(&paths);
+            for p in &report.problems {
+                println!("{p}");
+            }
+            if report.problems.is_empty() {
+                eprintln!("{} file(s) valid", report.files);
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "{} problem(s) in {} file(s)",
+                    report.problems.len(),
+                    report.files
+                );
+                ExitCode::from(1)
+            }
+        }
+        Command::Promote { .. } => {
+            eprintln!(
+                "ecs-gitops promote is not built yet; edit desired-state/<env>.yaml and commit the release by hand"
+            );
+            ExitCode::from(2)
+        }
+        command => {
+            init_tracing(cli.log_format);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(async_main(command)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run {
+            source,
+            listen,
+            interval,
+        } => {
+            let cancel = CancellationToken::new();
+            let c = cancel.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutdown requested");
+                c.cancel();
+            });
+            ecs_gitops::daemon::run(
+                ecs_gitops::daemon::RunOptions {
+                    repo: source.repo,
+                    branch: source.branch,
+                    path: source.path,
+                    environments: source.environments,
+                    listen,
+                    interval,
+                },
+                cancel,
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { source } => {
+            let out = ecs_gitops::cli::plan(
+                &source.repo,
+                &source.branch,
+                &source.path,
+                &source.environments,
+            )
+            .await?;
+            print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { url, json } => {
+            let out = ecs_gitops::cli::status(&url, json).await?;
+            print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        // Handled in main without a runtime.
+        Command::Validate { .. } | Command::Promote { .. } => Ok(ExitCode::from(2)),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

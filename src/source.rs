@@ -1,0 +1,398 @@
+//! The desired-state source: a git repository read with the `git` CLI.
+//!
+//! Only what is committed at the head of the branch counts, never the working tree: the
+//! controller reads blobs from the commit (`git ls-tree` / `git cat-file`), so an edit that is
+//! not committed, or a half-written file, is never seen. A local repository is watched with
+//! `notify` (a commit changes a ref under `.git`, which wakes the source at once); a remote one
+//! is fetched into a private bare mirror every interval and on demand (webhook).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::process::Command;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::desired::{self, DesiredState, Problem};
+use crate::metrics::Metrics;
+use crate::yaml::{Location, MAX_FILE_BYTES};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("git {args} failed: {stderr}")]
+    Git { args: String, stderr: String },
+    #[error("could not run git: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error(
+        "branch `{branch}` not found in {repo}; pass the branch that holds desired-state/ with --branch"
+    )]
+    NoBranch { repo: String, branch: String },
+    #[error("folder `{path}` not found at {revision} of {repo}; pass the folder with --path")]
+    NoFolder {
+        repo: String,
+        path: String,
+        revision: String,
+    },
+}
+
+/// One environment's file at a revision.
+#[derive(Debug, Clone)]
+pub enum FileState {
+    Valid(Box<DesiredState>),
+    Invalid(Vec<Problem>),
+}
+
+/// The desired state of every environment at one commit.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub revision: String,
+    pub files: BTreeMap<String, FileState>,
+}
+
+impl Snapshot {
+    pub fn valid(&self, env: &str) -> Option<&DesiredState> {
+        match self.files.get(env) {
+            Some(FileState::Valid(d)) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Location_ {
+    Local(PathBuf),
+    Remote { url: String, mirror: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    loc: Location_,
+    pub branch: String,
+    pub path: String,
+}
+
+/// What `--repo` names, shown in messages. A remote URL may carry credentials
+/// (`https://user:token@host/...`), so only its scheme, host and path are shown.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Source {
+    /// `repo` is a local repository path or a remote URL; remotes are mirrored into
+    /// `cache_dir`.
+    pub fn new(repo: &str, branch: &str, path: &str, cache_dir: &Path) -> Source {
+        let local = Path::new(repo);
+        let loc = if local.exists() {
+            Location_::Local(local.to_path_buf())
+        } else {
+            Location_::Remote {
+                url: repo.to_string(),
+                mirror: cache_dir.join("mirror.git"),
+            }
+        };
+        Source {
+            loc,
+            branch: branch.to_string(),
+            path: path.trim_matches('/').to_string(),
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self.loc, Location_::Local(_))
+    }
+
+    pub fn display(&self) -> String {
+        match &self.loc {
+            Location_::Local(p) => p.display().to_string(),
+            Location_::Remote { url, .. } => redact_url(url),
+        }
+    }
+
+    fn git_dir(&self) -> &Path {
+        match &self.loc {
+            Location_::Local(p) => p,
+            Location_::Remote { mirror, .. } => mirror,
+        }
+    }
+
+    async fn git(&self, args: &[&str]) -> Result<Vec<u8>, SourceError> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(self.git_dir())
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(SourceError::Spawn)?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(SourceError::Git {
+                args: args.first().copied().unwrap_or_default().to_string(),
+                stderr: redact_url(stderr.trim()).chars().take(300).collect(),
+            });
+        }
+        Ok(out.stdout)
+    }
+
+    /// For a remote: fetch the branch into the mirror (created on first use).
+    pub async fn fetch(&self) -> Result<(), SourceError> {
+        let Location_::Remote { url, mirror } = &self.loc else {
+            return Ok(());
+        };
+        if !mirror.join("HEAD").exists() {
+            tokio::fs::create_dir_all(mirror)
+                .await
+                .map_err(SourceError::Spawn)?;
+            let out = Command::new("git")
+                .args(["init", "--bare", "--quiet"])
+                .arg(mirror)
+                .output()
+                .await
+                .map_err(SourceError::Spawn)?;
+            if !out.status.success() {
+                return Err(SourceError::Git {
+                    args: "init".into(),
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
+            }
+        }
+        let refspec = format!("+refs/heads/{0}:refs/heads/{0}", self.branch);
+        self.git(&[
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--depth",
+            "50",
+            url,
+            &refspec,
+        ])
+        .await?;
+        Ok(())
+    }
+
+    /// The commit at the head of the branch.
+    pub async fn revision(&self) -> Result<String, SourceError> {
+        let spec = format!("refs/heads/{}^{{commit}}", self.branch);
+        match self.git(&["rev-parse", "--verify", "--quiet", &spec]).await {
+            Ok(out) => Ok(String::from_utf8_lossy(&out).trim().to_string()),
+            Err(SourceError::Git { .. }) => Err(SourceError::NoBranch {
+                repo: self.display(),
+                branch: self.branch.clone(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every desired-state file as committed at `revision`, parsed and validated.
+    pub async fn read(&self, revision: &str) -> Result<Snapshot, SourceError> {
+        let tree = format!("{revision}:{}", self.path);
+        let listing = match self.git(&["ls-tree", "-l", "-z", &tree]).await {
+            Ok(l) => l,
+            Err(SourceError::Git { .. }) => {
+                return Err(SourceError::NoFolder {
+                    repo: self.display(),
+                    path: self.path.clone(),
+                    revision: revision.to_string(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let mut parsed = Vec::new();
+        let mut files = BTreeMap::new();
+        for entry in listing.split(|b| *b == 0).filter(|e| !e.is_empty()) {
+            let entry = String::from_utf8_lossy(entry);
+            // "<mode> <type> <object> <size>\t<name>"
+            let Some((meta, name)) = entry.split_once('\t') else {
+                continue;
+            };
+            let fields: Vec<&str> = meta.split_whitespace().collect();
+            if fields.get(1) != Some(&"blob") {
+                continue;
+            }
+            let rel = PathBuf::from(&self.path).join(name);
+            if !desired::is_desired_state_file(&rel) {
+                continue;
+            }
+            let env = desired::stem_of(&rel);
+            let size: usize = fields.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
+            if size > MAX_FILE_BYTES {
+                files.insert(
+                    env,
+                    FileState::Invalid(vec![Problem {
+                        path: rel,
+                        at: Location { line: 1, col: 1 },
+                        message: format!("file is {size} bytes, over the {MAX_FILE_BYTES} byte limit for a desired-state file"),
+                    }]),
+                );
+                continue;
+            }
+            let blob = self.git(&["cat-file", "blob", fields[2]]).await?;
+            let state = match String::from_utf8(blob) {
+                Err(_) => FileState::Invalid(vec![Problem {
+                    path: rel.clone(),
+                    at: Location { line: 1, col: 1 },
+                    message: "file is not UTF-8; save it as UTF-8".into(),
+                }]),
+                Ok(text) => match desired::parse(&rel, &text) {
+                    Ok(s) => {
+                        parsed.push((rel.clone(), s.clone()));
+                        FileState::Valid(Box::new(s))
+                    }
+                    Err(p) => FileState::Invalid(p),
+                },
+            };
+            files.insert(env, state);
+        }
+        // Promotion problems make the files that have them invalid.
+        for problem in desired::check_set(&parsed) {
+            let env = desired::stem_of(&problem.path);
+            match files.get_mut(&env) {
+                Some(FileState::Invalid(p)) => p.push(problem),
+                Some(slot) => *slot = FileState::Invalid(vec![problem]),
+                None => {}
+            }
+        }
+        Ok(Snapshot {
+            revision: revision.to_string(),
+            files,
+        })
+    }
+
+    /// One read of the source: fetch (remote), resolve the head, parse.
+    pub async fn load(&self) -> Result<Snapshot, SourceError> {
+        self.fetch().await?;
+        let rev = self.revision().await?;
+        self.read(&rev).await
+    }
+
+    /// The directory whose changes mean "a commit may have happened" (local repos).
+    pub async fn watch_dir(&self) -> Result<PathBuf, SourceError> {
+        let out = self.git(&["rev-parse", "--absolute-git-dir"]).await?;
+        Ok(PathBuf::from(String::from_utf8_lossy(&out).trim()))
+    }
+}
+
+/// State of the source as the rest of the daemon sees it.
+#[derive(Debug, Clone, Default)]
+pub struct SourceStatus {
+    pub snapshot: Option<Arc<Snapshot>>,
+    pub error: Option<String>,
+    /// Consecutive failed reads.
+    pub failures: u32,
+}
+
+/// Runs the source: publishes a new snapshot whenever the branch head moves.
+/// `trigger` is notified by the file watcher and the webhook; `interval` bounds the wait.
+pub async fn run(
+    source: Source,
+    interval: Duration,
+    trigger: Arc<Notify>,
+    tx: watch::Sender<SourceStatus>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    // Keep the watcher alive for the whole loop; dropping it stops watching.
+    let _watcher = if source.is_local() {
+        match source.watch_dir().await {
+            Ok(dir) => start_watcher(&dir, trigger.clone()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot find the git directory to watch; polling every interval");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut last_revision = String::new();
+    loop {
+        let outcome = async {
+            source.fetch().await?;
+            let rev = source.revision().await?;
+            if rev == last_revision {
+                return Ok(None);
+            }
+            source.read(&rev).await.map(Some)
+        }
+        .await;
+        match outcome {
+            Ok(Some(snapshot)) => {
+                metrics.git_fetches.with_label_values(&["changed"]).inc();
+                tracing::info!(revision = %snapshot.revision, environments = snapshot.files.len(), "desired state read");
+                for (env, f) in &snapshot.files {
+                    if let FileState::Invalid(problems) = f {
+                        for p in problems {
+                            tracing::warn!(environment = %env, revision = %snapshot.revision, problem = %p, "invalid desired-state file; keeping the last valid state");
+                        }
+                    }
+                }
+                last_revision = snapshot.revision.clone();
+                tx.send_modify(|s| {
+                    s.snapshot = Some(Arc::new(snapshot));
+                    s.error = None;
+                    s.failures = 0;
+                });
+            }
+            Ok(None) => {
+                metrics.git_fetches.with_label_values(&["unchanged"]).inc();
+                tx.send_if_modified(|s| {
+                    let changed = s.error.is_some();
+                    s.error = None;
+                    s.failures = 0;
+                    changed
+                });
+            }
+            Err(e) => {
+                metrics.git_fetches.with_label_values(&["error"]).inc();
+                tracing::warn!(error = %e, "reading the desired-state repository failed; keeping the last state");
+                tx.send_modify(|s| {
+                    s.error = Some(e.to_string());
+                    s.failures += 1;
+                });
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = trigger.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+fn start_watcher(dir: &Path, trigger: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let handler = move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            // Object writes come before the ref update and are many; anything else may be a commit.
+            let relevant = ev
+                .paths
+                .iter()
+                .any(|p| !p.to_string_lossy().contains("/objects/"));
+            if relevant {
+                trigger.notify_one();
+            }
+        }
+    };
+    match notify::recommended_watcher(handler) {
+        Ok(mut w) => match w.watch(dir, RecursiveMode::Recursive) {
+            Ok(()) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the repository; polling every interval");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "no file watcher; polling every interval");
+            None
+        }
+    }
+}

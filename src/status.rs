@@ -1,0 +1,146 @@
+//! What the daemon reports: one entry per environment, kept in memory and served as
+//! `/api/v1/status`, the status page and `ecs-gitops status`. It is a view, not state the
+//! decisions depend on (those read the record in AWS), so losing it on restart loses nothing
+//! but the in-memory history.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+pub const HISTORY_KEPT: usize = 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub task_definition: String,
+    pub running_release: Option<String>,
+    pub running_count: i32,
+    pub desired_count: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HistoryEntry {
+    pub at: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: String,
+    pub release: Option<String>,
+    pub source_revision: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct GateStatus {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct EnvironmentStatus {
+    pub name: String,
+    pub phase: String,
+    pub since: Option<String>,
+    pub desired_release: Option<String>,
+    pub running_release: Option<String>,
+    pub last_good_release: Option<String>,
+    pub rejected_release: Option<String>,
+    pub rejected_reason: Option<String>,
+    pub message: String,
+    pub source_revision: Option<String>,
+    pub services: Vec<ServiceStatus>,
+    pub gates: Vec<GateStatus>,
+    /// The last pass's error, if it failed (the phase is then the last known one).
+    pub error: Option<String>,
+    /// Problems of the environment's file at the current revision, if it is invalid.
+    pub file_problems: Vec<String>,
+    pub history: VecDeque<HistoryEntry>,
+    pub passes: u64,
+    pub last_pass_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct StatusReport {
+    pub environments: Vec<EnvironmentStatus>,
+    pub source_revision: Option<String>,
+    pub source_error: Option<String>,
+    pub ready: bool,
+}
+
+#[derive(Clone, Default)]
+pub struct Board {
+    inner: Arc<RwLock<BTreeMap<String, EnvironmentStatus>>>,
+}
+
+impl Board {
+    pub fn update(&self, env: &str, f: impl FnOnce(&mut EnvironmentStatus)) {
+        let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let e = map
+            .entry(env.to_string())
+            .or_insert_with(|| EnvironmentStatus {
+                name: env.to_string(),
+                phase: "Unknown".into(),
+                ..Default::default()
+            });
+        f(e);
+        while e.history.len() > HISTORY_KEPT {
+            e.history.pop_back();
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<EnvironmentStatus> {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn get(&self, env: &str) -> Option<EnvironmentStatus> {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(env)
+            .cloned()
+    }
+}
+
+/// RFC 3339 in UTC with second precision, without a date crate.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if mo <= 2 { y + 1 } else { y };
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_776_000);
+        assert_eq!(rfc3339(t), "2026-11-27T10:40:00Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+    }
+}

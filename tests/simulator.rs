@@ -1,0 +1,410 @@
+//! The local AWS simulator, exercised with the real AWS SDK for Rust over HTTP: ECS
+//! deployments that progress like ECS', CloudWatch over rpc-v2-cbor, and fault injection.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_cloudwatch::types::{ComparisonOperator, StateValue, Statistic};
+use aws_sdk_ecs::error::ProvideErrorMetadata;
+use aws_sdk_ecs::types::{
+    ContainerDefinition, DeploymentCircuitBreaker, DeploymentConfiguration, Service,
+};
+use support::{Sim, wait_for_async};
+
+const REGION: &str = "eu-west-1";
+
+async fn ecs(sim: &Sim) -> aws_sdk_ecs::Client {
+    aws_sdk_ecs::Client::new(&support::sdk_config(&sim.url, REGION).await)
+}
+
+async fn register(ecs: &aws_sdk_ecs::Client, family: &str, tag: &str) -> String {
+    ecs.register_task_definition()
+        .family(family)
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("app")
+                .image(format!(
+                    "123456789012.dkr.ecr.{REGION}.amazonaws.com/app:{tag}"
+                ))
+                .memory(256)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .unwrap()
+        .task_definition_arn()
+        .unwrap()
+        .to_string()
+}
+
+async fn describe(ecs: &aws_sdk_ecs::Client, service: &str) -> Service {
+    ecs.describe_services()
+        .cluster("c")
+        .services(service)
+        .send()
+        .await
+        .unwrap()
+        .services()[0]
+        .clone()
+}
+
+async fn service(ecs: &aws_sdk_ecs::Client, name: &str, td: &str, desired: i32, breaker: bool) {
+    ecs.create_cluster().cluster_name("c").send().await.unwrap();
+    let mut create = ecs
+        .create_service()
+        .cluster("c")
+        .service_name(name)
+        .task_definition(td)
+        .desired_count(desired);
+    if breaker {
+        create = create.deployment_configuration(
+            DeploymentConfiguration::builder()
+                .deployment_circuit_breaker(
+                    DeploymentCircuitBreaker::builder()
+                        .enable(true)
+                        .rollback(true)
+                        .build(),
+                )
+                .maximum_percent(200)
+                .minimum_healthy_percent(100)
+                .build(),
+        );
+    }
+    create.send().await.unwrap();
+}
+
+async fn steady(ecs: &aws_sdk_ecs::Client, name: &str, td: &str) -> Service {
+    wait_for_async(Duration::from_secs(20), "steady state", || async {
+        let s = describe(ecs, name).await;
+        let d = s.deployments();
+        (d.len() == 1
+            && d[0].task_definition() == Some(td)
+            && d[0].rollout_state().map(|r| r.as_str()) == Some("COMPLETED")
+            && s.running_count() == s.desired_count())
+        .then_some(s)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn update_service_starts_a_deployment_that_completes() {
+    let sim = Sim::start();
+    sim.config(r#"{"rollout_seconds": 0.5}"#);
+    let ecs = ecs(&sim).await;
+    let td1 = register(&ecs, "web", "one").await;
+    service(&ecs, "web", "web:1", 3, false).await;
+    steady(&ecs, "web", &td1).await;
+    let td2 = register(&ecs, "web", "two").await;
+    // By family:revision, as operators often do; ECS reports the full ARN.
+    let updated = ecs
+        .update_service()
+        .cluster("c")
+        .service("web")
+        .task_definition("web:2")
+        .send()
+        .await
+        .unwrap();
+    let s = updated.service().unwrap();
+    assert_eq!(s.task_definition(), Some(td2.as_str()));
+    assert_eq!(s.deployments()[0].status(), Some("PRIMARY"));
+    assert_eq!(
+        s.deployments()[0].rollout_state().unwrap().as_str(),
+        "IN_PROGRESS"
+    );
+    let done = steady(&ecs, "web", &td2).await;
+    assert_eq!(done.running_count(), 3);
+    assert!(
+        done.events().iter().any(|e| e
+            .message()
+            .unwrap_or_default()
+            .contains("has reached a steady state")),
+        "{:?}",
+        done.events()
+    );
+}
+
+#[tokio::test]
+async fn a_quick_second_update_leaves_one_primary_and_one_active_that_drains() {
+    let sim = Sim::start();
+    sim.config(r#"{"rollout_seconds": 0.3}"#);
+    sim.behaviour("two", "slow", Some(3.0));
+    let ecs = ecs(&sim).await;
+    let td1 = register(&ecs, "web", "one").await;
+    service(&ecs, "web", "web:1", 4, false).await;
+    steady(&ecs, "web", &td1).await;
+    let td2 = register(&ecs, "web", "two").await;
+    ecs.update_service()
+        .cluster("c")
+        .service("web")
+        .task_definition(&td2)
+        .send()
+        .await
+        .unwrap();
+    // Mid-rollout: one PRIMARY on the new revision, one ACTIVE on the old, counts add up.
+    let mid = wait_for_async(
+        Duration::from_secs(10),
+        "half-way through the rollout",
+        || async {
+            let s = describe(&ecs, "web").await;
+            let d = s.deployments();
+            (d.len() == 2 && d[0].running_count() >= 1 && d[0].running_count() < 4).then_some(s)
+        },
+    )
+    .await;
+    let d = mid.deployments();
+    assert_eq!(d[0].status(), Some("PRIMARY"));
+    assert_eq!(d[0].task_definition(), Some(td2.as_str()));
+    assert_eq!(d[1].status(), Some("ACTIVE"));
+    assert_eq!(d[1].task_definition(), Some(td1.as_str()));
+    assert_eq!(d[0].running_count() + d[1].running_count(), 4);
+    assert_eq!(mid.running_count(), 4);
+    assert!(d[1].running_count() < 4, "the old deployment drains");
+    steady(&ecs, "web", &td2).await;
+}
+
+#[tokio::test]
+async fn a_crash_loop_never_completes_and_failed_tasks_grow() {
+    let sim = Sim::start();
+    sim.config(r#"{"rollout_seconds": 0.2, "task_fail_seconds": 0.2}"#);
+    sim.behaviour("bad", "crash", None);
+    let ecs = ecs(&sim).await;
+    let td1 = register(&ecs, "web", "good").await;
+    service(&ecs, "web", "web:1", 2, false).await;
+    steady(&ecs, "web", &td1).await;
+    let td2 = register(&ecs, "web", "bad").await;
+    ecs.update_service()
+        .cluster("c")
+        .service("web")
+        .task_definition(&td2)
+        .send()
+        .await
+        .unwrap();
+    let first = wait_for_async(Duration::from_secs(10), "a failed task", || async {
+        let s = describe(&ecs, "web").await;
+        let f = s.deployments()[0].failed_tasks();
+        (f >= 1).then_some(f)
+    })
+    .await;
+    let later = wait_for_async(Duration::from_secs(10), "more failed tasks", || async {
+        let s = describe(&ecs, "web").await;
+        let f = s.deployments()[0].failed_tasks();
+        (f > first + 2).then_some(s)
+    })
+    .await;
+    let p = &later.deployments()[0];
+    assert_eq!(p.task_definition(), Some(td2.as_str()));
+    assert_eq!(p.rollout_state().unwrap().as_str(), "IN_PROGRESS");
+    assert_eq!(p.running_count(), 0);
+    // Without a circuit breaker nothing rolls back: the old tasks keep serving.
+    assert_eq!(later.deployments()[1].running_count(), 2);
+}
+
+#[tokio::test]
+async fn the_circuit_breaker_fails_a_crash_loop_and_rolls_back_like_ecs() {
+    let sim = Sim::start();
+    sim.config(r#"{"rollout_seconds": 0.2, "task_fail_seconds": 0.1}"#);
+    sim.behaviour("bad", "crash", None);
+    let ecs = ecs(&sim).await;
+    let td1 = register(&ecs, "web", "good").await;
+    service(&ecs, "web", "web:1", 2, true).await;
+    let s = steady(&ecs, "web", &td1).await;
+    let cfg = s
+        .deployment_configuration()
+        .expect("deploymentConfiguration kept on create");
+    assert_eq!(
+        cfg.deployment_circuit_breaker().map(|c| c.rollback()),
+        Some(true)
+    );
+    let td2 = register(&ecs, "web", "bad").await;
+    ecs.update_service()
+        .cluster("c")
+        .service("web")
+        .task_definition(&td2)
+        .send()
+        .await
+        .unwrap();
+    let rolled = wait_for_async(
+        Duration::from_secs(10),
+        "the circuit breaker rollback",
+        || async {
+            let s = describe(&ecs, "web").await;
+            (s.task_definition() == Some(td1.as_str())).then_some(s)
+        },
+    )
+    .await;
+    let failed = rolled
+        .deployments()
+        .iter()
+        .find(|d| d.task_definition() == Some(td2.as_str()))
+        .expect("the failed deployment is still listed while it drains");
+    assert_eq!(failed.rollout_state().unwrap().as_str(), "FAILED");
+    assert!(failed.failed_tasks() >= 3);
+    assert!(
+        rolled
+            .events()
+            .iter()
+            .any(|e| e.message().unwrap_or_default().contains("rolling back"))
+    );
+    steady(&ecs, "web", &td1).await;
+}
+
+#[tokio::test]
+async fn cloudwatch_alarms_work_over_rpc_v2_cbor() {
+    let sim = Sim::start();
+    let cw = aws_sdk_cloudwatch::Client::new(&support::sdk_config(&sim.url, REGION).await);
+    cw.put_metric_alarm()
+        .alarm_name("web-5xx")
+        .metric_name("HTTPCode_Target_5XX_Count")
+        .namespace("AWS/ApplicationELB")
+        .statistic(Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(5.0)
+        .comparison_operator(ComparisonOperator::GreaterThanThreshold)
+        .send()
+        .await
+        .unwrap();
+    cw.put_metric_data()
+        .namespace("AWS/ApplicationELB")
+        .metric_data(
+            aws_sdk_cloudwatch::types::MetricDatum::builder()
+                .metric_name("HTTPCode_Target_5XX_Count")
+                .value(1.0)
+                .timestamp(aws_smithy_types::DateTime::from_secs(1_795_000_000))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    cw.set_alarm_state()
+        .alarm_name("web-5xx")
+        .state_value(StateValue::Alarm)
+        .state_reason("test")
+        .send()
+        .await
+        .unwrap();
+    let out = cw
+        .describe_alarms()
+        .alarm_names("web-5xx")
+        .send()
+        .await
+        .unwrap();
+    let alarm = &out.metric_alarms()[0];
+    assert_eq!(alarm.alarm_name(), Some("web-5xx"));
+    assert_eq!(alarm.state_value(), Some(&StateValue::Alarm));
+    assert_eq!(alarm.threshold(), Some(5.0));
+    assert!(
+        alarm.state_updated_timestamp().is_some(),
+        "timestamps arrive as CBOR tag 1"
+    );
+    // Errors cross the translation too, as the SDK's modeled error.
+    let err = cw
+        .set_alarm_state()
+        .alarm_name("no-such-alarm")
+        .state_value(StateValue::Ok)
+        .state_reason("test")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        err.code().unwrap_or_default().contains("ResourceNotFound"),
+        "{err:?}"
+    );
+    assert!(sim.call_count("cloudwatch:DescribeAlarms") >= 1);
+}
+
+#[tokio::test]
+async fn each_fault_kind_reaches_the_sdk_as_aws_would_send_it() {
+    let sim = Sim::start();
+    let ecs = ecs(&sim).await;
+    ecs.create_cluster().cluster_name("c").send().await.unwrap();
+    let list = || async { ecs.list_services().cluster("c").send().await };
+
+    sim.fault(r#"{"operation":"ecs:ListServices","fault":"throttle","nth":1}"#);
+    let e = list().await.unwrap_err();
+    assert_eq!(e.code(), Some("ThrottlingException"));
+    assert_eq!(e.raw_response().unwrap().status().as_u16(), 400);
+    assert!(list().await.is_ok(), "only the first call was faulted");
+    sim.clear_faults();
+
+    sim.fault(r#"{"operation":"ecs:*","fault":"http500","times":1}"#);
+    let e = list().await.unwrap_err();
+    assert_eq!(e.raw_response().unwrap().status().as_u16(), 500);
+    sim.clear_faults();
+
+    sim.fault(r#"{"operation":"*","fault":"http503","times":1}"#);
+    let e = list().await.unwrap_err();
+    assert_eq!(e.raw_response().unwrap().status().as_u16(), 503);
+    sim.clear_faults();
+
+    sim.fault(r#"{"operation":"ecs:ListServices","fault":"drop","times":1}"#);
+    let e = list().await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            aws_sdk_ecs::error::SdkError::DispatchFailure(_)
+                | aws_sdk_ecs::error::SdkError::ResponseError(_)
+        ),
+        "a dropped connection is a transport error, got {e:?}"
+    );
+    sim.clear_faults();
+
+    sim.fault(r#"{"operation":"ecs:ListServices","fault":"latency","latency_ms":400,"times":1}"#);
+    let start = Instant::now();
+    list().await.unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        start.elapsed()
+    );
+    sim.clear_faults();
+
+    // CloudWatch's CBOR protocol gets its own error shape.
+    let cw = aws_sdk_cloudwatch::Client::new(&support::sdk_config(&sim.url, REGION).await);
+    sim.fault(r#"{"operation":"cloudwatch:DescribeAlarms","fault":"throttle","times":1}"#);
+    let e = cw.describe_alarms().send().await.unwrap_err();
+    assert_eq!(e.code(), Some("Throttling"));
+}
+
+#[tokio::test]
+async fn a_fault_rate_with_a_seed_repeats_exactly() {
+    let sim = Sim::start();
+    let ecs = ecs(&sim).await;
+    ecs.create_cluster().cluster_name("c").send().await.unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        sim.clear_faults();
+        sim.fault(r#"{"operation":"ecs:ListServices","fault":"http500","rate":0.5,"seed":7}"#);
+        let mut pattern = Vec::new();
+        for _ in 0..20 {
+            pattern.push(ecs.list_services().cluster("c").send().await.is_ok());
+        }
+        runs.push(pattern);
+    }
+    assert_eq!(runs[0], runs[1]);
+    let failures = runs[0].iter().filter(|ok| !**ok).count();
+    assert!(
+        (3..=17).contains(&failures),
+        "rate 0.5 over 20 calls gave {failures} failures"
+    );
+}
+
+#[tokio::test]
+async fn calls_are_counted_per_operation_and_reset_clears_everything() {
+    let sim = Sim::start();
+    let ecs = ecs(&sim).await;
+    ecs.create_cluster().cluster_name("c").send().await.unwrap();
+    sim.reset_calls();
+    for _ in 0..3 {
+        ecs.list_services().cluster("c").send().await.unwrap();
+    }
+    assert_eq!(sim.call_count("ecs:ListServices"), 3);
+    assert_eq!(sim.call_count("ecs:CreateCluster"), 0);
+    sim.reset();
+    let e = ecs.list_services().cluster("c").send().await.unwrap_err();
+    assert_eq!(e.code(), Some("ClusterNotFoundException"));
+    assert_eq!(sim.call_count("ecs:ListServices"), 1);
+}

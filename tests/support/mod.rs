@@ -1,0 +1,239 @@
+//! Test support shared by the integration tests: the local AWS simulator (one per test, on a
+//! free port, stopped on drop), a small loopback HTTP client, SDK clients pointed at the
+//! simulator, and polling with a deadline.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Installs the simulator's virtualenv once per test binary (a no-op when present).
+fn ensure_installed() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(root().join("scripts/aws-sim"))
+            .arg("install")
+            .status()
+            .expect("run scripts/aws-sim install");
+        assert!(status.success(), "scripts/aws-sim install failed");
+    });
+}
+
+/// One simulator process on 127.0.0.1 and a free port; killed when dropped.
+pub struct Sim {
+    child: Child,
+    pub url: String,
+}
+
+impl Sim {
+    pub fn start() -> Sim {
+        ensure_installed();
+        let python = root().join(".aws-sim/venv/bin/python");
+        let mut child = Command::new(python)
+            .arg(root().join("scripts/aws_sim/sim.py"))
+            .args(["--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the simulator");
+        let stdout = child.stdout.take().expect("simulator stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(90)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the simulator did not print its URL within 90 s");
+            }
+        };
+        let url = line.trim().to_string();
+        assert!(
+            url.starts_with("http://127.0.0.1:"),
+            "unexpected simulator output {url:?}"
+        );
+        Sim { child, url }
+    }
+
+    pub fn control(&self, method: &str, path: &str, body: Option<&str>) -> String {
+        let (status, text) = http(method, &format!("{}/_sim/{path}", self.url), body);
+        assert_eq!(status, 200, "control {method} {path}: {text}");
+        text
+    }
+
+    pub fn behaviour(&self, tag: &str, kind: &str, seconds: Option<f64>) {
+        let body = match seconds {
+            Some(s) => format!(r#"{{"tag":"{tag}","kind":"{kind}","seconds":{s}}}"#),
+            None => format!(r#"{{"tag":"{tag}","kind":"{kind}"}}"#),
+        };
+        self.control("POST", "behaviours", Some(&body));
+    }
+
+    pub fn config(&self, json: &str) {
+        self.control("POST", "config", Some(json));
+    }
+
+    pub fn fault(&self, json: &str) {
+        self.control("POST", "faults", Some(json));
+    }
+
+    pub fn clear_faults(&self) {
+        self.control("DELETE", "faults", None);
+    }
+
+    /// Calls per operation ("ecs:DescribeServices" -> n).
+    pub fn calls(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(&self.control("GET", "calls", None)).unwrap()
+    }
+
+    pub fn call_count(&self, op: &str) -> u64 {
+        self.calls().get(op).and_then(|v| v.as_u64()).unwrap_or(0)
+    }
+
+    pub fn reset_calls(&self) {
+        self.control("DELETE", "calls", None);
+    }
+
+    pub fn reset(&self) {
+        self.control("POST", "reset", Some("{}"));
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 client for loopback endpoints: (status, body).
+pub fn http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+    http_with_headers(method, url, body, &[])
+}
+
+pub fn http_with_headers(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut stream = TcpStream::connect(host).unwrap_or_else(|e| panic!("connect {host}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let body = body.unwrap_or("");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty()
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The async flavour, for tests that hold SDK clients.
+pub async fn wait_for_async<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SDK configuration for the simulator: fixed test credentials, the given region, no retries
+/// (so a test sees each injected fault as the SDK reports it).
+pub async fn sdk_config(url: &str, region: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(aws_config::Region::new(region.to_string()))
+        .credentials_provider(aws_sdk_ecs::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
