@@ -591,8 +591,11 @@ impl Aws {
         plan: &Plan,
     ) -> Result<usize, ApplyError> {
         let mut writes = 0;
+        // A gate that says no writes nothing to ECS, not even the record: what runs is still
+        // what the record says, and the next pass decides Blocked again by itself.
+        let persist = !(plan.phase == crate::record::Phase::Blocked && plan.actions.is_empty());
         for (name, s) in &obs.services {
-            if !desired.services.contains_key(name) {
+            if !persist || !desired.services.contains_key(name) {
                 continue;
             }
             writes += self

@@ -1092,3 +1092,7 @@ fn default_reason(phase: Phase) -> &'static str {
 pub fn short_td(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -79,6 +79,7 @@ STATE = State()
 class Fault:
     def __init__(self, spec):
         self.operation = spec.get("operation", "*")
+        self.region = spec.get("region")  # only calls signed for this region, if set
         self.kind = spec["fault"]
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"fault must be one of {FAULT_KINDS}, got {self.kind!r}")
@@ -91,7 +92,9 @@ class Fault:
         self.injected = 0
         self.seen = 0
 
-    def matches(self, op):
+    def matches(self, op, region=None):
+        if self.region is not None and region != self.region:
+            return False
         if self.operation == "*":
             return True
         if self.operation.endswith(":*"):
@@ -111,6 +114,7 @@ class Fault:
     def describe(self):
         return {
             "operation": self.operation,
+            "region": self.region,
             "fault": self.kind,
             "rate": self.rate,
             "nth": sorted(self.nth),
@@ -426,7 +430,7 @@ class App:
         region = region_of(environ)
         with STATE.lock:
             STATE.calls[name] = STATE.calls.get(name, 0) + 1
-            fault = next((f for f in STATE.faults if f.matches(name) and f.fire()), None)
+            fault = next((f for f in STATE.faults if f.matches(name, region) and f.fire()), None)
         if fault is not None:
             if fault.kind == "latency":
                 time.sleep(fault.latency_ms / 1000.0)

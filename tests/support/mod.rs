@@ -3,6 +3,8 @@
 //! simulator, and polling with a deadline.
 #![allow(dead_code)]
 
+pub mod world;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

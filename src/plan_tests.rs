@@ -1,0 +1,781 @@
+//! Table tests of `plan`: every transition of the phase table, with time passed in.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::*;
+use crate::desired::{self, Release};
+use crate::record::{Phase, Reason, Record, ServiceRecord};
+
+const GOOD: &str = "arn:aws:ecs:me-south-1:123456789012:task-definition/web:1";
+const NEW: &str = "arn:aws:ecs:me-south-1:123456789012:task-definition/web:2";
+const OTHER: &str = "arn:aws:ecs:me-south-1:123456789012:task-definition/web:3";
+
+fn rel(c: char) -> Release {
+    Release::parse(&c.to_string().repeat(40)).unwrap()
+}
+
+fn t(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+}
+
+fn desired(release: char, extra: &str) -> DesiredState {
+    let text = format!(
+        "environment: prod\nregion: me-south-1\ncluster: c\nrelease: {}\nservices:\n  web:\n    repository: web\nverify:\n  alarms: [web-5xx]\n  health:\n    - url: https://example.com/health\n  bake: 60s\n  rollout_timeout: 120s\n{extra}",
+        rel(release)
+    );
+    desired::parse(Path::new("desired-state/prod.yaml"), &text).unwrap()
+}
+
+fn steady(td: &str) -> ServiceState {
+    ServiceState {
+        arn: "arn:aws:ecs:me-south-1:123456789012:service/c/web".into(),
+        task_definition: td.into(),
+        deployments: vec![Deployment {
+            id: "d1".into(),
+            status: "PRIMARY".into(),
+            task_definition: td.into(),
+            rollout_state: Some("COMPLETED".into()),
+            running: 2,
+            desired: 2,
+            failed_tasks: 0,
+        }],
+        running: 2,
+        desired: 2,
+        tags: BTreeMap::new(),
+    }
+}
+
+/// A rollout of `to` in progress, replacing `from`.
+fn rolling(from: &str, to: &str, running: i32, failed: i32) -> ServiceState {
+    let mut s = steady(to);
+    s.deployments = vec![
+        Deployment {
+            id: "d2".into(),
+            status: "PRIMARY".into(),
+            task_definition: to.into(),
+            rollout_state: Some("IN_PROGRESS".into()),
+            running,
+            desired: 2,
+            failed_tasks: failed,
+        },
+        Deployment {
+            id: "d1".into(),
+            status: "ACTIVE".into(),
+            task_definition: from.into(),
+            rollout_state: Some("COMPLETED".into()),
+            running: 2 - running,
+            desired: 2,
+            failed_tasks: 0,
+        },
+    ];
+    s
+}
+
+fn observed(service: ServiceState) -> Observed {
+    let mut tds = BTreeMap::new();
+    tds.insert(
+        GOOD.to_string(),
+        TaskDefinitionInfo {
+            release: Some(rel('a')),
+        },
+    );
+    tds.insert(
+        NEW.to_string(),
+        TaskDefinitionInfo {
+            release: Some(rel('b')),
+        },
+    );
+    tds.insert(
+        OTHER.to_string(),
+        TaskDefinitionInfo {
+            release: Some(rel('c')),
+        },
+    );
+    Observed {
+        account: Some("123456789012".into()),
+        services: BTreeMap::from([("web".to_string(), service)]),
+        task_definitions: tds,
+        images: Some(BTreeMap::from([("web".to_string(), Check::Ok)])),
+        alarms: Some(Ok(BTreeMap::from([(
+            "web-5xx".to_string(),
+            AlarmState::Ok,
+        )]))),
+        health: Some(vec![Check::Ok]),
+        upstream: Some(Upstream::Verified(vec![rel('b')])),
+        source_revision: Some("1111111111111111111111111111111111111111".into()),
+        ..Observed::default()
+    }
+}
+
+fn record(phase: Phase, since: u64, target: Option<char>, target_td: Option<&str>) -> Record {
+    let mut r = Record::new(phase, t(since));
+    r.last_good = Some(rel('a'));
+    r.verified = vec![rel('a')];
+    r.target = target.map(rel);
+    r.services.insert(
+        "web".into(),
+        ServiceRecord {
+            last_good_task_definition: Some(GOOD.into()),
+            target_task_definition: target_td.map(str::to_string),
+        },
+    );
+    r
+}
+
+fn rejected(mut r: Record, c: char, why: Reason) -> Record {
+    r.rejected = Some((rel(c), why));
+    r
+}
+
+struct Case {
+    name: &'static str,
+    desired: DesiredState,
+    observed: Observed,
+    record: Option<Record>,
+    now: u64,
+    phase: Phase,
+    /// Expected actions, as short strings: "deploy web", "update web web:1".
+    actions: &'static [&'static str],
+    /// Part of the message, or of the rollback reason.
+    says: &'static str,
+}
+
+fn short(a: &Action) -> String {
+    match a {
+        Action::Deploy { service, .. } => format!("deploy {service}"),
+        Action::Update {
+            service,
+            task_definition,
+            ..
+        } => format!("update {service} {}", short_td(task_definition)),
+    }
+}
+
+fn with<F: FnOnce(&mut Observed)>(mut o: Observed, f: F) -> Observed {
+    f(&mut o);
+    o
+}
+
+fn cases() -> Vec<Case> {
+    let alarm = |o: &mut Observed| {
+        o.alarms = Some(Ok(BTreeMap::from([(
+            "web-5xx".to_string(),
+            AlarmState::Alarm,
+        )])));
+    };
+    vec![
+        Case {
+            name: "first sight adopts what runs as last good",
+            desired: desired('a', ""),
+            observed: observed(steady(GOOD)),
+            record: None,
+            now: 0,
+            phase: Phase::InSync,
+            actions: &[],
+            says: "running aaaaaaa",
+        },
+        Case {
+            name: "first sight of an environment whose git names a new release deploys it",
+            desired: desired('b', ""),
+            observed: observed(steady(GOOD)),
+            record: None,
+            now: 0,
+            phase: Phase::Deploying,
+            actions: &["deploy web"],
+            says: "deploying bbbbbbb",
+        },
+        Case {
+            name: "in sync stays in sync with nothing to do",
+            desired: desired('a', ""),
+            observed: observed(steady(GOOD)),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::InSync,
+            actions: &[],
+            says: "verified",
+        },
+        Case {
+            name: "InSync -> Deploying when git names a new release and the gates pass",
+            desired: desired('b', ""),
+            observed: observed(steady(GOOD)),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::Deploying,
+            actions: &["deploy web"],
+            says: "deploying",
+        },
+        Case {
+            name: "InSync -> Blocked when the image is missing in ECR",
+            desired: desired('b', ""),
+            observed: with(observed(steady(GOOD)), |o| {
+                o.images = Some(BTreeMap::from([(
+                    "web".into(),
+                    Check::Failed("is not in ECR".into()),
+                )]))
+            }),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::Blocked,
+            actions: &[],
+            says: "image gate",
+        },
+        Case {
+            name: "InSync -> Blocked when an alarm is already firing",
+            desired: desired('b', ""),
+            observed: with(observed(steady(GOOD)), alarm),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::Blocked,
+            actions: &[],
+            says: "alarm web-5xx in ALARM",
+        },
+        Case {
+            name: "Blocked when alarms cannot be read (unknown is never healthy)",
+            desired: desired('b', ""),
+            observed: with(observed(steady(GOOD)), |o| {
+                o.alarms = Some(Err("DescribeAlarms throttled".into()))
+            }),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::Blocked,
+            actions: &[],
+            says: "could not be read",
+        },
+        Case {
+            name: "Blocked when a named alarm does not exist",
+            desired: desired('b', ""),
+            observed: with(observed(steady(GOOD)), |o| {
+                o.alarms = Some(Ok(BTreeMap::new()))
+            }),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::Blocked,
+            actions: &[],
+            says: "does not exist",
+        },
+        Case {
+            name: "Blocked until the release is verified upstream",
+            desired: desired('c', "promote_from: staging\n"),
+            observed: observed(steady(GOOD)),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::Blocked,
+            actions: &[],
+            says: "not verified in staging",
+        },
+        Case {
+            name: "a release verified upstream passes the promotion gate",
+            desired: desired('b', "promote_from: staging\n"),
+            observed: observed(steady(GOOD)),
+            record: Some(record(Phase::Blocked, 0, None, None)),
+            now: 100,
+            phase: Phase::Deploying,
+            actions: &["deploy web"],
+            says: "deploying",
+        },
+        Case {
+            name: "a hotfix skips the promotion gate",
+            desired: desired('c', "promote_from: staging\nhotfix: INC-1 outage\n"),
+            observed: observed(steady(GOOD)),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::Deploying,
+            actions: &["deploy web"],
+            says: "deploying",
+        },
+        Case {
+            name: "a hotfix never skips the alarm gate",
+            desired: desired('c', "promote_from: staging\nhotfix: INC-1 outage\n"),
+            observed: with(observed(steady(GOOD)), alarm),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::Blocked,
+            actions: &[],
+            says: "alarm gate",
+        },
+        Case {
+            name: "Blocked -> Deploying once the gate clears",
+            desired: desired('b', ""),
+            observed: observed(steady(GOOD)),
+            record: Some(record(Phase::Blocked, 0, None, None)),
+            now: 100,
+            phase: Phase::Deploying,
+            actions: &["deploy web"],
+            says: "deploying",
+        },
+        Case {
+            name: "Deploying waits while the rollout progresses",
+            desired: desired('b', ""),
+            observed: observed(rolling(GOOD, NEW, 1, 0)),
+            record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+            now: 10,
+            phase: Phase::Deploying,
+            actions: &[],
+            says: "1/2 running",
+        },
+        Case {
+            name: "Deploying after a crash before UpdateService redoes the deploy",
+            desired: desired('b', ""),
+            observed: observed(steady(GOOD)),
+            record: Some(record(Phase::Deploying, 0, Some('b'), None)),
+            now: 10,
+            phase: Phase::Deploying,
+            actions: &["deploy web"],
+            says: "deploying",
+        },
+        Case {
+            name: "Deploying -> Baking when every service is steady on the target",
+            desired: desired('b', ""),
+            observed: observed(steady(NEW)),
+            record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+            now: 10,
+            phase: Phase::Baking,
+            actions: &[],
+            says: "baking for 1m",
+        },
+        Case {
+            name: "Deploying -> RollingBack on a crash loop",
+            desired: desired('b', ""),
+            observed: observed(rolling(GOOD, NEW, 0, 3)),
+            record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+            now: 10,
+            phase: Phase::RollingBack,
+            actions: &["update web web:1"],
+            says: "crash_loop",
+        },
+        Case {
+            name: "Deploying -> RollingBack when ECS' circuit breaker rolled back (never success)",
+            desired: desired('b', ""),
+            observed: observed({
+                let mut s = rolling(NEW, GOOD, 1, 0);
+                s.deployments[1].rollout_state = Some("FAILED".into());
+                s.deployments[1].failed_tasks = 3;
+                s
+            }),
+            record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+            now: 10,
+            phase: Phase::RollingBack,
+            actions: &[],
+            says: "circuit_breaker",
+        },
+        Case {
+            name: "Deploying -> RollingBack when ECS marks the deployment FAILED",
+            desired: desired('b', ""),
+            observed: observed({
+                let mut s = rolling(GOOD, NEW, 0, 0);
+                s.deployments[0].rollout_state = Some("FAILED".into());
+                s
+            }),
+            record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+            now: 10,
+            phase: Phase::RollingBack,
+            actions: &["update web web:1"],
+            says: "rollout_failed",
+        },
+        Case {
+            name: "Deploying -> RollingBack when the rollout times out",
+            desired: desired('b', ""),
+            observed: observed(rolling(GOOD, NEW, 1, 0)),
+            record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+            now: 121,
+            phase: Phase::RollingBack,
+            actions: &["update web web:1"],
+            says: "rollout_timeout",
+        },
+        Case {
+            name: "Deploying -> RollingBack when an alarm fires during the rollout",
+            desired: desired('b', ""),
+            observed: with(observed(rolling(GOOD, NEW, 1, 0)), alarm),
+            record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+            now: 10,
+            phase: Phase::RollingBack,
+            actions: &["update web web:1"],
+            says: "alarm",
+        },
+        Case {
+            name: "Deploying -> Deploying when a newer commit supersedes the rollout",
+            desired: desired('c', ""),
+            observed: observed(rolling(GOOD, NEW, 1, 0)),
+            record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+            now: 10,
+            phase: Phase::Deploying,
+            actions: &["deploy web"],
+            says: "deploying ccccccc",
+        },
+        Case {
+            name: "Baking continues until the bake time has passed",
+            desired: desired('b', ""),
+            observed: observed(steady(NEW)),
+            record: Some(record(Phase::Baking, 0, Some('b'), Some(NEW))),
+            now: 30,
+            phase: Phase::Baking,
+            actions: &[],
+            says: "30s of 1m",
+        },
+        Case {
+            name: "Baking -> InSync: the release becomes last good",
+            desired: desired('b', ""),
+            observed: observed(steady(NEW)),
+            record: Some(record(Phase::Baking, 0, Some('b'), Some(NEW))),
+            now: 60,
+            phase: Phase::InSync,
+            actions: &[],
+            says: "verified",
+        },
+        Case {
+            name: "Baking does not finish on unknown health data",
+            desired: desired('b', ""),
+            observed: with(observed(steady(NEW)), |o| {
+                o.health = Some(vec![Check::Unknown("timed out".into())])
+            }),
+            record: Some(record(Phase::Baking, 0, Some('b'), Some(NEW))),
+            now: 600,
+            phase: Phase::Baking,
+            actions: &[],
+            says: "cannot finish while data is unknown",
+        },
+        Case {
+            name: "Baking does not finish on unreadable alarms",
+            desired: desired('b', ""),
+            observed: with(observed(steady(NEW)), |o| {
+                o.alarms = Some(Err("DescribeAlarms server_error".into()))
+            }),
+            record: Some(record(Phase::Baking, 0, Some('b'), Some(NEW))),
+            now: 600,
+            phase: Phase::Baking,
+            actions: &[],
+            says: "unknown",
+        },
+        Case {
+            name: "Baking -> RollingBack when an alarm fires",
+            desired: desired('b', ""),
+            observed: with(observed(steady(NEW)), alarm),
+            record: Some(record(Phase::Baking, 0, Some('b'), Some(NEW))),
+            now: 30,
+            phase: Phase::RollingBack,
+            actions: &["update web web:1"],
+            says: "alarm",
+        },
+        Case {
+            name: "Baking -> RollingBack when a health check fails",
+            desired: desired('b', ""),
+            observed: with(observed(steady(NEW)), |o| {
+                o.health = Some(vec![Check::Failed("answered 503".into())])
+            }),
+            record: Some(record(Phase::Baking, 0, Some('b'), Some(NEW))),
+            now: 30,
+            phase: Phase::RollingBack,
+            actions: &["update web web:1"],
+            says: "health",
+        },
+        Case {
+            name: "Baking -> Deploying when a newer commit supersedes the bake",
+            desired: desired('c', ""),
+            observed: observed(steady(NEW)),
+            record: Some(record(Phase::Baking, 0, Some('b'), Some(NEW))),
+            now: 30,
+            phase: Phase::Deploying,
+            actions: &["deploy web"],
+            says: "deploying ccccccc",
+        },
+        Case {
+            name: "RollingBack resends the rollback when a service is not on last good",
+            desired: desired('b', ""),
+            observed: observed(steady(NEW)),
+            record: Some(rejected(
+                record(Phase::RollingBack, 0, Some('b'), Some(NEW)),
+                'b',
+                Reason::Alarm,
+            )),
+            now: 5,
+            phase: Phase::RollingBack,
+            actions: &["update web web:1"],
+            says: "rolling back",
+        },
+        Case {
+            name: "RollingBack waits while last good rolls out",
+            desired: desired('b', ""),
+            observed: observed(rolling(NEW, GOOD, 1, 0)),
+            record: Some(rejected(
+                record(Phase::RollingBack, 0, Some('b'), Some(NEW)),
+                'b',
+                Reason::Alarm,
+            )),
+            now: 5,
+            phase: Phase::RollingBack,
+            actions: &[],
+            says: "rolling back",
+        },
+        Case {
+            name: "RollingBack -> Rejected once last good is steady again",
+            desired: desired('b', ""),
+            observed: observed(steady(GOOD)),
+            record: Some(rejected(
+                record(Phase::RollingBack, 0, Some('b'), Some(NEW)),
+                'b',
+                Reason::Alarm,
+            )),
+            now: 5,
+            phase: Phase::Rejected,
+            actions: &[],
+            says: "rolled back (alarm)",
+        },
+        Case {
+            name: "Rejected is not retried while git names the same release",
+            desired: desired('b', ""),
+            observed: observed(steady(GOOD)),
+            record: Some(rejected(
+                record(Phase::Rejected, 0, None, None),
+                'b',
+                Reason::Alarm,
+            )),
+            now: 500,
+            phase: Phase::Rejected,
+            actions: &[],
+            says: "until git names a different release",
+        },
+        Case {
+            name: "Rejected -> Deploying when git names a different release",
+            desired: desired('c', ""),
+            observed: observed(steady(GOOD)),
+            record: Some(rejected(
+                record(Phase::Rejected, 0, None, None),
+                'b',
+                Reason::Alarm,
+            )),
+            now: 500,
+            phase: Phase::Deploying,
+            actions: &["deploy web"],
+            says: "deploying ccccccc",
+        },
+        Case {
+            name: "Rejected -> InSync when git goes back to the last good release",
+            desired: desired('a', ""),
+            observed: observed(steady(GOOD)),
+            record: Some(rejected(
+                record(Phase::Rejected, 0, None, None),
+                'b',
+                Reason::Alarm,
+            )),
+            now: 500,
+            phase: Phase::InSync,
+            actions: &[],
+            says: "verified",
+        },
+        Case {
+            name: "InSync -> Drifted and corrected when a service was changed by hand",
+            desired: desired('a', ""),
+            observed: observed(steady(OTHER)),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::Drifted,
+            actions: &["update web web:1"],
+            says: "putting the last good revision back",
+        },
+        Case {
+            name: "drift: report only reports",
+            desired: desired('a', "drift: report\n"),
+            observed: observed(steady(OTHER)),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::Drifted,
+            actions: &[],
+            says: "not correcting",
+        },
+        Case {
+            name: "Drifted -> InSync once the service is back on last good",
+            desired: desired('a', ""),
+            observed: observed(rolling(OTHER, GOOD, 1, 0)),
+            record: Some(record(Phase::Drifted, 0, None, None)),
+            now: 100,
+            phase: Phase::InSync,
+            actions: &[],
+            says: "verified",
+        },
+        Case {
+            name: "a service missing in ECS blocks the environment",
+            desired: desired('b', ""),
+            observed: with(observed(steady(GOOD)), |o| {
+                o.services.clear();
+                o.missing_services = vec!["web".into()];
+            }),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::Blocked,
+            actions: &[],
+            says: "not found in cluster c",
+        },
+    ]
+}
+
+#[test]
+fn every_phase_transition_decides_as_the_table_says() {
+    let mut failures = Vec::new();
+    for c in cases() {
+        let p = plan(
+            &c.desired,
+            &c.observed,
+            c.record.as_ref(),
+            t(c.now),
+            Duration::from_secs(10),
+        );
+        let actions: Vec<String> = p.actions.iter().map(short).collect();
+        let why = format!(
+            "{} {}",
+            p.message,
+            p.transition
+                .as_ref()
+                .map(|t| t.reason.as_str())
+                .unwrap_or("")
+        );
+        if p.phase != c.phase || actions != c.actions || !why.contains(c.says) {
+            failures.push(format!(
+                "{}:\n  wanted {:?} {:?} saying {:?}\n  got    {:?} {:?} saying {:?}",
+                c.name, c.phase, c.actions, c.says, p.phase, actions, why
+            ));
+        }
+        assert_eq!(
+            p.record.phase, p.phase,
+            "{}: the record carries the phase",
+            c.name
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_verified_release_becomes_last_good_with_its_revisions() {
+    let p = plan(
+        &desired('b', ""),
+        &observed(steady(NEW)),
+        Some(&record(Phase::Baking, 0, Some('b'), Some(NEW))),
+        t(60),
+        Duration::from_secs(10),
+    );
+    assert_eq!(p.record.last_good, Some(rel('b')));
+    assert_eq!(p.record.verified, vec![rel('b'), rel('a')]);
+    assert_eq!(p.record.target, None);
+    assert_eq!(
+        p.record.service("web").last_good_task_definition.as_deref(),
+        Some(NEW)
+    );
+    assert_eq!(p.outcomes, vec![Outcome::Verified]);
+}
+
+#[test]
+fn a_rollback_records_the_rejected_release_and_reason() {
+    let p = plan(
+        &desired('b', ""),
+        &with(observed(steady(NEW)), |o| {
+            o.alarms = Some(Ok(BTreeMap::from([(
+                "web-5xx".to_string(),
+                AlarmState::Alarm,
+            )])))
+        }),
+        Some(&record(Phase::Baking, 0, Some('b'), Some(NEW))),
+        t(30),
+        Duration::from_secs(10),
+    );
+    assert_eq!(p.record.rejected, Some((rel('b'), Reason::Alarm)));
+    assert_eq!(p.record.last_good, Some(rel('a')), "last good is untouched");
+    assert_eq!(p.outcomes, vec![Outcome::RolledBack(Reason::Alarm)]);
+    assert!(matches!(
+        &p.actions[0],
+        Action::Update {
+            why: UpdateWhy::Rollback,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn the_deploy_action_builds_the_ecr_image_from_account_region_repository_and_release() {
+    let p = plan(
+        &desired('b', ""),
+        &observed(steady(GOOD)),
+        Some(&record(Phase::InSync, 0, None, None)),
+        t(1),
+        Duration::from_secs(10),
+    );
+    let Action::Deploy {
+        image,
+        base_task_definition,
+        ..
+    } = &p.actions[0]
+    else {
+        panic!("{:?}", p.actions)
+    };
+    assert_eq!(
+        image,
+        &format!(
+            "123456789012.dkr.ecr.me-south-1.amazonaws.com/web:{}",
+            rel('b')
+        )
+    );
+    assert_eq!(
+        base_task_definition, GOOD,
+        "the new revision is made from last good"
+    );
+    assert_eq!(p.record.target, Some(rel('b')));
+    assert_eq!(p.record.since, t(1));
+}
+
+#[test]
+fn a_restarted_bake_keeps_its_original_start() {
+    // The same record read back after a restart: the bake ends at since + bake, not later.
+    let r = record(Phase::Baking, 0, Some('b'), Some(NEW));
+    let early = plan(
+        &desired('b', ""),
+        &observed(steady(NEW)),
+        Some(&r),
+        t(59),
+        Duration::from_secs(10),
+    );
+    assert_eq!(early.phase, Phase::Baking);
+    assert_eq!(
+        early.record.since,
+        t(0),
+        "staying in a phase keeps its start"
+    );
+    assert!(early.requeue <= Duration::from_secs(1));
+    let done = plan(
+        &desired('b', ""),
+        &observed(steady(NEW)),
+        Some(&r),
+        t(60),
+        Duration::from_secs(10),
+    );
+    assert_eq!(done.phase, Phase::InSync);
+}
+
+#[test]
+fn in_flight_phases_are_observed_every_two_seconds_and_settled_ones_every_interval() {
+    let settled = plan(
+        &desired('a', ""),
+        &observed(steady(GOOD)),
+        Some(&record(Phase::InSync, 0, None, None)),
+        t(5),
+        Duration::from_secs(10),
+    );
+    assert_eq!(settled.requeue, Duration::from_secs(10));
+    let flying = plan(
+        &desired('b', ""),
+        &observed(rolling(GOOD, NEW, 1, 0)),
+        Some(&record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+        t(5),
+        Duration::from_secs(10),
+    );
+    assert_eq!(flying.requeue, IN_FLIGHT_REQUEUE);
+}
+
+#[test]
+fn needs_reads_gates_only_when_a_new_release_is_named() {
+    let r = record(Phase::InSync, 0, None, None);
+    assert_eq!(needs(&desired('a', ""), Some(&r)), Needs::default());
+    assert!(needs(&desired('b', ""), Some(&r)).gates);
+    let baking = record(Phase::Baking, 0, Some('b'), Some(NEW));
+    let n = needs(&desired('b', ""), Some(&baking));
+    assert!(n.alarms && n.health && !n.gates);
+}
