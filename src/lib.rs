@@ -11,6 +11,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod plan;
+pub mod promote;
 pub mod reconcile;
 pub mod record;
 pub mod source;

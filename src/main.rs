@@ -74,14 +74,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Set an environment's release to what another has verified, and commit it.
+    /// Set an environment's release to what another has verified (read from AWS), and commit it.
     Promote {
+        /// The environment whose verified release is promoted.
         #[arg(long)]
         from: String,
+        /// The environment whose file is changed.
         #[arg(long)]
         to: String,
+        /// A local checkout of the desired-state repository.
         #[arg(long, default_value = ".")]
-        repo: String,
+        repo: PathBuf,
+        /// Folder of the desired-state files inside the repository.
+        #[arg(long, default_value = "desired-state")]
+        path: String,
     },
 }
 
@@ -129,12 +135,6 @@ fn main() -> ExitCode {
                 );
                 ExitCode::from(1)
             }
-        }
-        Command::Promote { .. } => {
-            eprintln!(
-                "ecs-gitops promote is not built yet; edit desired-state/<env>.yaml and commit the release by hand"
-            );
-            ExitCode::from(2)
         }
         command => {
             init_tracing(cli.log_format);
@@ -204,7 +204,29 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         // Handled in main without a runtime.
-        Command::Validate { .. } | Command::Promote { .. } => Ok(ExitCode::from(2)),
+        Command::Promote {
+            from,
+            to,
+            repo,
+            path,
+        } => {
+            let p = ecs_gitops::promote::promote(&repo, &path, &from, &to).await?;
+            match p.commit {
+                Some(commit) => println!(
+                    "{to}: release {} (verified in {from}) committed to {} as {}",
+                    p.release,
+                    p.file.display(),
+                    &commit[..commit.len().min(12)]
+                ),
+                None => println!(
+                    "{to} already names {} ({from}'s verified release); nothing to commit",
+                    p.release
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        // Validate runs in main, without a runtime.
+        Command::Validate { .. } => Ok(ExitCode::from(2)),
     }
 }
 

@@ -555,13 +555,3 @@ fn validate_exits_0_on_the_examples_1_on_problems_and_2_on_usage_errors() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(1));
 }
-
-#[test]
-fn commands_that_are_not_built_say_so_and_fail() {
-    let out = bin()
-        .args(["promote", "--from", "staging", "--to", "prod"])
-        .output()
-        .unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
-}
