@@ -1,0 +1,118 @@
+//! The files for running ecs-gitops for real: the IAM policy grants exactly what the code
+//! calls (both ways), and the ECS and systemd files are what they claim to be.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::Value;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn json(rel: &str) -> Value {
+    let text = std::fs::read_to_string(root().join(rel)).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// Every AWS operation the code can call: all calls go through `Aws::call(service, op, ..)`.
+fn operations_called() -> BTreeSet<String> {
+    let mut ops = BTreeSet::new();
+    let mut stack = vec![root().join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (i, _) in text.match_indices(".call(") {
+                let rest = text[i + 6..].trim_start();
+                let lits: Vec<&str> = rest.split('"').collect();
+                // .call("ecs", "DescribeServices", ...) -> ["", "ecs", ", ", "DescribeServices", ...]
+                if lits.len() > 3 && lits[0].is_empty() && lits[2].trim() == "," {
+                    ops.insert(format!("{}:{}", lits[1], lits[3]));
+                }
+            }
+        }
+    }
+    ops
+}
+
+fn policy_actions() -> BTreeSet<String> {
+    let policy = json("deploy/iam-policy.json");
+    let mut actions = BTreeSet::new();
+    for st in policy["Statement"].as_array().unwrap() {
+        assert_eq!(st["Effect"], "Allow");
+        match &st["Action"] {
+            Value::String(a) => {
+                actions.insert(a.clone());
+            }
+            Value::Array(a) => actions.extend(a.iter().map(|x| x.as_str().unwrap().to_string())),
+            other => panic!("unexpected Action {other}"),
+        }
+        assert!(!actions.iter().any(|a| a.contains('*')), "no wildcard actions");
+    }
+    actions
+}
+
+#[test]
+fn the_iam_policy_grants_exactly_the_operations_the_code_calls() {
+    let called = operations_called();
+    assert!(called.len() >= 8, "the scan found the calls: {called:?}");
+    assert!(called.contains("ecs:UpdateService") && called.contains("cloudwatch:DescribeAlarms"));
+    let granted = policy_actions();
+    // Registering a revision that names task and execution roles needs iam:PassRole.
+    let mut needed = called.clone();
+    needed.insert("iam:PassRole".into());
+    let missing: Vec<&String> = needed.difference(&granted).collect();
+    let unused: Vec<&String> = granted.difference(&needed).collect();
+    assert!(missing.is_empty(), "called but not granted: {missing:?}");
+    assert!(unused.is_empty(), "granted but never called: {unused:?}");
+}
+
+#[test]
+fn resources_are_scoped_where_aws_allows() {
+    let policy = json("deploy/iam-policy.json");
+    for st in policy["Statement"].as_array().unwrap() {
+        let actions = st["Action"].to_string();
+        let star = st["Resource"] == "*";
+        let unscopable = ["ecs:DescribeTaskDefinition", "ecs:ListTaskDefinitions", "ecs:RegisterTaskDefinition"];
+        if star {
+            for a in st["Action"].as_array().unwrap() {
+                assert!(unscopable.contains(&a.as_str().unwrap()), "{a} could be scoped: {actions}");
+            }
+        }
+    }
+    let pass = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Action"].to_string().contains("iam:PassRole"))
+        .unwrap();
+    assert_eq!(pass["Condition"]["StringEquals"]["iam:PassedToService"], "ecs-tasks.amazonaws.com");
+}
+
+#[test]
+fn the_ecs_files_run_one_controller_with_a_healthz_check_and_the_webhook_port() {
+    let td = json("deploy/ecs-task-definition.json");
+    let c = &td["containerDefinitions"][0];
+    assert!(c["healthCheck"]["command"].to_string().contains("/healthz"));
+    assert_eq!(c["portMappings"][0]["containerPort"], 9400);
+    let cmd: Vec<&str> = c["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(cmd[0], "run");
+    assert!(cmd.windows(2).any(|w| w == ["--listen", "0.0.0.0:9400"]));
+    assert_ne!(c["user"], "0", "not root");
+    let svc = json("deploy/ecs-service.json");
+    assert_eq!(svc["desiredCount"], 1);
+    assert_eq!(svc["deploymentConfiguration"]["maximumPercent"], 100, "never two controllers at once");
+    let unit = std::fs::read_to_string(root().join("deploy/ecs-gitops.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/ecs-gitops run"));
+    assert!(unit.contains("User=ecs-gitops"));
+    let docker = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    assert!(docker.contains("USER 10001") && docker.contains(" git ") && docker.contains("ca-certificates"));
+}
