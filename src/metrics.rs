@@ -3,11 +3,29 @@
 //! Label values come from fixed sets (phase names, rollback reasons, AWS operation names,
 //! outcome classes); never an error's text and never a SHA.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::record::{Phase, Reason};
+
+/// The gates, as in `plan::Gate::name`.
+pub const GATES: [&str; 4] = ["image", "alarm", "promotion", "service"];
+/// Kinds of reconcile errors, as in `aws::ApplyError::kind`.
+pub const ERROR_KINDS: [&str; 6] = [
+    "throttled",
+    "server_error",
+    "network_error",
+    "not_found",
+    "client_error",
+    "config",
+];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -20,6 +38,24 @@ pub struct Metrics {
     pub aws_requests: IntCounterVec,
     pub git_fetches: IntCounterVec,
     pub reconcile_duration: HistogramVec,
+    pub commit_to_verified: HistogramVec,
+    pub desired_release: IntGaugeVec,
+    pub running_release: IntGaugeVec,
+    pub last_good_release: IntGaugeVec,
+    last_pass_age: GaugeVec,
+    build: IntGaugeVec,
+    /// Per environment: when its last complete pass ended, and the release label set of each
+    /// `_info` metric (so a change removes the old series).
+    last_pass: Mutex<HashMap<String, Instant>>,
+    info_labels: Mutex<HashMap<(&'static str, String), String>>,
+}
+
+/// Which `_info` metric a release belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum ReleaseKind {
+    Desired,
+    Running,
+    LastGood,
 }
 
 impl Metrics {
@@ -95,6 +131,50 @@ impl Metrics {
         registry
             .register(Box::new(reconcile_duration.clone()))
             .expect("metric registered once");
+        let commit_to_verified = HistogramVec::new(
+            HistogramOpts::new(
+                "ecs_gitops_commit_to_verified_seconds",
+                "Time from a desired-state commit naming a release being seen to that release verified.",
+            )
+            .buckets(vec![30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 3600.0, 7200.0]),
+            &["environment"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(commit_to_verified.clone()))
+            .expect("metric registered once");
+        let desired_release = gauge(
+            "ecs_gitops_desired_release_info",
+            "The release git names for each environment (value 1).",
+            &["environment", "release"],
+        );
+        let running_release = gauge(
+            "ecs_gitops_running_release_info",
+            "The release every service of the environment runs (value 1; absent while mixed).",
+            &["environment", "release"],
+        );
+        let last_good_release = gauge(
+            "ecs_gitops_last_good_release_info",
+            "The last verified release of each environment (value 1).",
+            &["environment", "release"],
+        );
+        let last_pass_age = GaugeVec::new(
+            Opts::new(
+                "ecs_gitops_last_pass_age_seconds",
+                "Seconds since each environment's last complete reconcile pass.",
+            ),
+            &["environment"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(last_pass_age.clone()))
+            .expect("metric registered once");
+        let build = gauge(
+            "ecs_gitops_build_info",
+            "The running ecs-gitops version (value 1).",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Metrics {
             registry,
             phase,
@@ -106,7 +186,46 @@ impl Metrics {
             aws_requests,
             git_fetches,
             reconcile_duration,
+            commit_to_verified,
+            desired_release,
+            running_release,
+            last_good_release,
+            last_pass_age,
+            build,
+            last_pass: Mutex::default(),
+            info_labels: Mutex::default(),
         }
+    }
+
+    /// Sets an `_info` release metric, removing the environment's previous series.
+    pub fn set_release(&self, kind: ReleaseKind, environment: &str, release: Option<&str>) {
+        let (name, vec) = match kind {
+            ReleaseKind::Desired => ("desired", &self.desired_release),
+            ReleaseKind::Running => ("running", &self.running_release),
+            ReleaseKind::LastGood => ("last_good", &self.last_good_release),
+        };
+        let mut labels = self.info_labels.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (name, environment.to_string());
+        let old = labels.get(&key).cloned();
+        if old.as_deref() == release {
+            return;
+        }
+        if let Some(old) = old {
+            let _ = vec.remove_label_values(&[environment, &old]);
+            labels.remove(&key);
+        }
+        if let Some(r) = release {
+            vec.with_label_values(&[environment, r]).set(1);
+            labels.insert(key, r.to_string());
+        }
+    }
+
+    /// Marks a complete pass of `environment` now.
+    pub fn pass_completed(&self, environment: &str) {
+        self.last_pass
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(environment.to_string(), Instant::now());
     }
 
     /// Sets the phase gauge: 1 for `phase`, 0 for every other phase of the environment.
@@ -118,8 +237,44 @@ impl Metrics {
         }
     }
 
-    /// Makes the rollback counters of an environment visible at 0 before the first rollback.
+    /// Every metric name this daemon exports.
+    pub fn names(&self) -> Vec<String> {
+        let collectors: [&dyn Collector; 15] = [
+            &self.phase,
+            &self.rollbacks,
+            &self.deployments,
+            &self.gate_blocks,
+            &self.drift_corrections,
+            &self.reconcile_errors,
+            &self.aws_requests,
+            &self.git_fetches,
+            &self.reconcile_duration,
+            &self.commit_to_verified,
+            &self.desired_release,
+            &self.running_release,
+            &self.last_good_release,
+            &self.last_pass_age,
+            &self.build,
+        ];
+        collectors
+            .iter()
+            .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+            .collect()
+    }
+
+    /// Declares an environment's series from their fixed label sets, at 0, so dashboards and
+    /// alerts see them before the first event.
     pub fn init_environment(&self, environment: &str) {
+        for gate in GATES {
+            self.gate_blocks.with_label_values(&[environment, gate]);
+        }
+        self.drift_corrections.with_label_values(&[environment]);
+        for kind in ERROR_KINDS {
+            self.reconcile_errors
+                .with_label_values(&[environment, kind]);
+        }
+        self.reconcile_duration.with_label_values(&[environment]);
+        self.commit_to_verified.with_label_values(&[environment]);
         for r in Reason::ALL {
             self.rollbacks.with_label_values(&[environment, r.as_str()]);
         }
@@ -129,6 +284,16 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
+        for (env, at) in self
+            .last_pass
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            self.last_pass_age
+                .with_label_values(&[env])
+                .set(at.elapsed().as_secs_f64());
+        }
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()

@@ -6,16 +6,16 @@
 //! exponential backoff and jitter, reset by the next successful pass.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::{ApplyError, Aws};
-use crate::desired::DesiredState;
-use crate::metrics::Metrics;
-use crate::plan::{self, Observed, Outcome, Plan};
+use crate::desired::{DesiredState, Release};
+use crate::metrics::{Metrics, ReleaseKind};
+use crate::plan::{self, Observed, Outcome, Plan, Transition};
 use crate::record::{Phase, Record};
 use crate::source::{FileState, SourceStatus};
 use crate::status::{Board, GateStatus, HistoryEntry, ServiceStatus, rfc3339};
@@ -76,6 +76,8 @@ pub async fn run_environment(
         .with_jitter()
         .without_max_times();
     let mut backoff = backoff_builder.build();
+    // When this process first saw git name the current release, until it is verified.
+    let mut seen: Option<(Release, Instant)> = None;
     loop {
         let status = rx.borrow_and_update().clone();
         let snapshot = status.snapshot.clone();
@@ -109,12 +111,25 @@ pub async fn run_environment(
                     .reconcile_duration
                     .with_label_values(&[env.as_str()])
                     .start_timer();
+                if seen.as_ref().map(|s| &s.0) != Some(&desired.release) {
+                    seen = Some((desired.release.clone(), Instant::now()));
+                }
                 let result = reconcile_once(&shared, desired, upstream, revision).await;
                 timer.observe_duration();
                 match result {
-                    Ok(requeue) => {
+                    Ok(plan) => {
                         backoff = backoff_builder.build();
-                        requeue
+                        if plan.outcomes.contains(&Outcome::Verified)
+                            && let Some((_, at)) =
+                                seen.take_if(|s| Some(&s.0) == plan.record.last_good.as_ref())
+                        {
+                            shared
+                                .metrics
+                                .commit_to_verified
+                                .with_label_values(&[env.as_str()])
+                                .observe(at.elapsed().as_secs_f64());
+                        }
+                        plan.requeue
                     }
                     Err(e) => {
                         shared
@@ -151,7 +166,7 @@ async fn reconcile_once(
     desired: &DesiredState,
     upstream: Option<&DesiredState>,
     revision: &str,
-) -> Result<Duration, ApplyError> {
+) -> Result<Plan, ApplyError> {
     let env = desired.environment.as_str();
     let pass = decide(&shared.aws, desired, upstream, revision, shared.interval).await?;
     let writes = shared
@@ -164,7 +179,15 @@ async fn reconcile_once(
     }
     record_outcomes(&shared.metrics, env, plan);
     shared.metrics.set_phase(env, plan.phase);
-    if let Some(t) = &plan.transition {
+    // Blocked is not persisted (a gate that says no writes nothing), so the record still names
+    // the phase before it; a transition is news only if it differs from what was last
+    // reported, unless the plan moves to the same phase on purpose (a superseded rollout).
+    let reported = shared.board.get(env).map(|s| s.phase);
+    let transition = plan
+        .transition
+        .clone()
+        .filter(|t| t.from == Some(t.to) || reported.as_deref() != Some(t.to.as_str()));
+    if let Some(t) = &transition {
         tracing::info!(
             environment = env,
             from = t.from.map(Phase::as_str).unwrap_or("new"),
@@ -172,12 +195,36 @@ async fn reconcile_once(
             reason = %t.reason,
             release = %desired.release,
             revision,
-            message = %plan.message,
+            detail = %plan.message,
             "phase changed"
         );
     }
-    report(&shared.board, desired, &pass, revision);
-    Ok(plan.requeue)
+    let running = running_release(desired, &pass.observed);
+    let m = &shared.metrics;
+    m.set_release(ReleaseKind::Desired, env, Some(desired.release.as_str()));
+    m.set_release(ReleaseKind::Running, env, running.as_deref());
+    m.set_release(
+        ReleaseKind::LastGood,
+        env,
+        pass.plan.record.last_good.as_ref().map(Release::as_str),
+    );
+    m.pass_completed(env);
+    report(&shared.board, desired, &pass, revision, running, transition);
+    Ok(pass.plan)
+}
+
+/// The release every service runs, or `None` while they differ (or one is unknown).
+fn running_release(desired: &DesiredState, obs: &Observed) -> Option<String> {
+    let mut releases = desired.services.keys().map(|name| {
+        obs.services
+            .get(name)
+            .and_then(|s| obs.task_definitions.get(s.current()))
+            .and_then(|i| i.release.as_ref())
+    });
+    let first = releases.next().flatten()?;
+    releases
+        .all(|r| r == Some(first))
+        .then(|| first.to_string())
 }
 
 fn record_outcomes(m: &Metrics, env: &str, plan: &Plan) {
@@ -195,7 +242,14 @@ fn record_outcomes(m: &Metrics, env: &str, plan: &Plan) {
     }
 }
 
-fn report(board: &Board, desired: &DesiredState, pass: &Pass, revision: &str) {
+fn report(
+    board: &Board,
+    desired: &DesiredState,
+    pass: &Pass,
+    revision: &str,
+    running: Option<String>,
+    transition: Option<Transition>,
+) {
     let plan = &pass.plan;
     let obs = &pass.observed;
     let services: Vec<ServiceStatus> = desired
@@ -217,14 +271,6 @@ fn report(board: &Board, desired: &DesiredState, pass: &Pass, revision: &str) {
             }
         })
         .collect();
-    let running = services
-        .first()
-        .and_then(|f| f.running_release.clone())
-        .filter(|r| {
-            services
-                .iter()
-                .all(|s| s.running_release.as_ref() == Some(r))
-        });
     let r = &plan.record;
     board.update(&desired.environment, |s| {
         s.phase = plan.phase.as_str().to_string();
@@ -249,7 +295,7 @@ fn report(board: &Board, desired: &DesiredState, pass: &Pass, revision: &str) {
         s.error = None;
         s.passes += 1;
         s.last_pass_at = Some(rfc3339(SystemTime::now()));
-        if let Some(t) = &plan.transition {
+        if let Some(t) = &transition {
             s.history.push_front(HistoryEntry {
                 at: rfc3339(SystemTime::now()),
                 from: t.from.map(|p| p.as_str().to_string()),

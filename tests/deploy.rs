@@ -55,7 +55,10 @@ fn policy_actions() -> BTreeSet<String> {
             Value::Array(a) => actions.extend(a.iter().map(|x| x.as_str().unwrap().to_string())),
             other => panic!("unexpected Action {other}"),
         }
-        assert!(!actions.iter().any(|a| a.contains('*')), "no wildcard actions");
+        assert!(
+            !actions.iter().any(|a| a.contains('*')),
+            "no wildcard actions"
+        );
     }
     actions
 }
@@ -81,10 +84,17 @@ fn resources_are_scoped_where_aws_allows() {
     for st in policy["Statement"].as_array().unwrap() {
         let actions = st["Action"].to_string();
         let star = st["Resource"] == "*";
-        let unscopable = ["ecs:DescribeTaskDefinition", "ecs:ListTaskDefinitions", "ecs:RegisterTaskDefinition"];
+        let unscopable = [
+            "ecs:DescribeTaskDefinition",
+            "ecs:ListTaskDefinitions",
+            "ecs:RegisterTaskDefinition",
+        ];
         if star {
             for a in st["Action"].as_array().unwrap() {
-                assert!(unscopable.contains(&a.as_str().unwrap()), "{a} could be scoped: {actions}");
+                assert!(
+                    unscopable.contains(&a.as_str().unwrap()),
+                    "{a} could be scoped: {actions}"
+                );
             }
         }
     }
@@ -94,7 +104,10 @@ fn resources_are_scoped_where_aws_allows() {
         .iter()
         .find(|s| s["Action"].to_string().contains("iam:PassRole"))
         .unwrap();
-    assert_eq!(pass["Condition"]["StringEquals"]["iam:PassedToService"], "ecs-tasks.amazonaws.com");
+    assert_eq!(
+        pass["Condition"]["StringEquals"]["iam:PassedToService"],
+        "ecs-tasks.amazonaws.com"
+    );
 }
 
 #[test]
@@ -103,16 +116,28 @@ fn the_ecs_files_run_one_controller_with_a_healthz_check_and_the_webhook_port() 
     let c = &td["containerDefinitions"][0];
     assert!(c["healthCheck"]["command"].to_string().contains("/healthz"));
     assert_eq!(c["portMappings"][0]["containerPort"], 9400);
-    let cmd: Vec<&str> = c["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let cmd: Vec<&str> = c["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(cmd[0], "run");
     assert!(cmd.windows(2).any(|w| w == ["--listen", "0.0.0.0:9400"]));
     assert_ne!(c["user"], "0", "not root");
     let svc = json("deploy/ecs-service.json");
     assert_eq!(svc["desiredCount"], 1);
-    assert_eq!(svc["deploymentConfiguration"]["maximumPercent"], 100, "never two controllers at once");
+    assert_eq!(
+        svc["deploymentConfiguration"]["maximumPercent"], 100,
+        "never two controllers at once"
+    );
     let unit = std::fs::read_to_string(root().join("deploy/ecs-gitops.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/local/bin/ecs-gitops run"));
     assert!(unit.contains("User=ecs-gitops"));
     let docker = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
-    assert!(docker.contains("USER 10001") && docker.contains(" git ") && docker.contains("ca-certificates"));
+    assert!(
+        docker.contains("USER 10001")
+            && docker.contains(" git ")
+            && docker.contains("ca-certificates")
+    );
 }

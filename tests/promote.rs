@@ -78,7 +78,7 @@ async fn promote_commits_the_release_staging_verified_and_keeps_comments() {
     );
     let message = git_out(w.repo.path(), &["log", "-1", "--format=%B"]);
     assert!(
-        message.starts_with("prod: promote 0000000 from staging"),
+        message.starts_with(&format!("prod: promote {} from staging", &sha(2)[..7])),
         "{message}"
     );
     assert!(

@@ -278,6 +278,14 @@ async fn an_alarm_already_firing_blocks_the_deploy() {
             r#"ecs_gitops_gate_blocks_total{environment="prod",gate="alarm"}"#
         ) >= 1.0
     );
+    let history = d.env("prod").unwrap()["history"].clone();
+    let blocked = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["to"] == "Blocked")
+        .count();
+    assert_eq!(blocked, 1, "one transition, not one per pass: {history}");
     w.set_alarm("web-5xx", "OK").await;
     let e = d.wait_phase("prod", "InSync", T);
     assert_eq!(e["last_good_release"], sha(2).as_str());

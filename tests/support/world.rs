@@ -19,9 +19,10 @@ use super::{Sim, http, wait_for};
 pub const REGION: &str = "me-south-1";
 pub const ACCOUNT: &str = "123456789012";
 
-/// Distinct 40-hex releases for a test: `sha(1)`, `sha(2)`, ...
-pub fn sha(n: u32) -> String {
-    format!("{n:08x}").repeat(5)
+/// Distinct 40-hex releases for a test whose short forms differ too: `sha(1)` is
+/// `0101010101...`, `sha(2)` is `0202020202...`.
+pub fn sha(n: u8) -> String {
+    format!("{n:02x}").repeat(20)
 }
 
 pub struct World {
