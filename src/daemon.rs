@@ -13,10 +13,22 @@ use crate::aws::Aws;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Shared};
-use crate::source::{self, Source, SourceStatus};
+use crate::source::{self, Origin, Source, SourceStatus};
 use crate::status::Board;
 
+/// GitHub settings of `run` (all optional).
+#[derive(Default)]
+pub struct GitHubOptions {
+    /// The application repository that deployments and tags are reported to.
+    pub repo: Option<crate::github::RepoRef>,
+    pub token: Option<crate::github::Secret>,
+    pub api_url: String,
+    pub webhook_secret: Option<crate::github::Secret>,
+    pub tag_environments: Vec<String>,
+}
+
 pub struct RunOptions {
+    pub github: GitHubOptions,
     pub repo: String,
     pub branch: String,
     pub path: String,
@@ -30,7 +42,29 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     let board = Board::default();
     let aws = Aws::from_env(metrics.clone()).await;
     let cache = tempfile::Builder::new().prefix("ecs-gitops-").tempdir()?;
-    let source = Source::new(&opts.repo, &opts.branch, &opts.path, cache.path());
+    let gh = &opts.github;
+    let github_client = || {
+        crate::github::GitHub::new(&gh.api_url, gh.token.as_ref(), metrics.clone())
+            .map_err(|e| anyhow::anyhow!(e))
+    };
+    let origin = match opts.repo.strip_prefix("github:") {
+        Some(name) => {
+            let repo =
+                crate::github::RepoRef::parse(name).map_err(|e| anyhow::anyhow!("--repo: {e}"))?;
+            Origin::GitHub(Box::new(crate::github::ContentsSource::new(
+                github_client()?,
+                repo,
+                &opts.branch,
+                &opts.path,
+            )))
+        }
+        None => Origin::Git(Source::new(
+            &opts.repo,
+            &opts.branch,
+            &opts.path,
+            cache.path(),
+        )),
+    };
     let trigger = Arc::new(Notify::new());
     let (source_tx, source_rx) = watch::channel(SourceStatus::default());
     let (envs_tx, envs_rx) = watch::channel(Vec::<String>::new());
@@ -41,28 +75,56 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     let addr = http::local_addr(&listener).unwrap_or(opts.listen);
     // Tests and scripts read the bound address (with --listen 127.0.0.1:0) from this line.
     println!("ecs-gitops listening on http://{addr}");
-    tracing::info!(%addr, repo = %source.display(), branch = %opts.branch, "ecs-gitops started");
+    tracing::info!(%addr, repo = %origin.display(), branch = %opts.branch, "ecs-gitops started");
 
     let state = AppState {
         metrics: metrics.clone(),
         board: board.clone(),
         source: source_rx.clone(),
         environments: envs_rx,
+        webhook: gh
+            .webhook_secret
+            .clone()
+            .map(|secret| crate::http::Webhook {
+                secret,
+                branch: opts.branch.clone(),
+                trigger: trigger.clone(),
+            }),
     };
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(http::serve(listener, state, cancel.clone()));
     {
         let (metrics, cancel, trigger) = (metrics.clone(), cancel.clone(), trigger.clone());
         tasks.spawn(async move {
-            source::run(source, opts.interval, trigger, source_tx, metrics, cancel).await;
+            source::run(origin, opts.interval, trigger, source_tx, metrics, cancel).await;
             Ok(())
         });
     }
+    let github = match &gh.repo {
+        Some(repo) => {
+            let (reporter, handle) = crate::github::reporter(
+                github_client()?,
+                crate::github::ReporterConfig {
+                    repo: repo.clone(),
+                    tag_environments: gh.tag_environments.clone(),
+                },
+                metrics.clone(),
+                cancel.clone(),
+            );
+            tasks.spawn(async move {
+                let _ = handle.await;
+                Ok(())
+            });
+            Some(reporter)
+        }
+        None => None,
+    };
     let shared = Shared {
         aws,
         metrics,
         board,
         interval: opts.interval,
+        github,
     };
     let filter: BTreeSet<String> = opts.environments.iter().cloned().collect();
     let mut started: BTreeSet<String> = BTreeSet::new();

@@ -8,19 +8,31 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::github::{self, Secret};
 use crate::metrics::Metrics;
 use crate::source::SourceStatus;
 use crate::status::{Board, StatusReport};
 
 /// Source failures in a row after which the daemon stops calling itself ready.
 pub const SOURCE_FAILURES_NOT_READY: u32 = 3;
+/// Webhook bodies larger than this are refused (a push event is a few KiB).
+pub const WEBHOOK_MAX_BYTES: usize = 1024 * 1024;
+
+/// What the webhook endpoint needs: the secret, the watched branch, and the source's trigger.
+#[derive(Clone)]
+pub struct Webhook {
+    pub secret: Secret,
+    pub branch: String,
+    pub trigger: Arc<Notify>,
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -29,6 +41,7 @@ pub struct AppState {
     pub source: watch::Receiver<SourceStatus>,
     /// Environments this daemon manages (known once the source is first read).
     pub environments: watch::Receiver<Vec<String>>,
+    pub webhook: Option<Webhook>,
 }
 
 impl AppState {
@@ -60,7 +73,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/", get(page))
-        .route("/hooks/github", post(github_hook))
+        .route(
+            "/hooks/github",
+            post(github_hook).layer(DefaultBodyLimit::disable()),
+        )
         .with_state(state)
 }
 
@@ -93,12 +109,103 @@ async fn status(State(s): State<AppState>) -> Response {
     axum::Json(s.report()).into_response()
 }
 
-async fn github_hook() -> Response {
-    (
-        StatusCode::NOT_IMPLEMENTED,
-        "GitHub webhooks are not built yet; the source is polled every --interval\n",
-    )
-        .into_response()
+/// `POST /hooks/github`: a signed push to the watched branch wakes the source at once. Every
+/// check comes before any work; a refused delivery changes nothing.
+async fn github_hook(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let event = match headers.get("x-github-event").and_then(|v| v.to_str().ok()) {
+        Some("push") => "push",
+        Some("ping") => "ping",
+        Some(_) => "other",
+        None => "unknown",
+    };
+    let refuse = |outcome: &'static str, status: StatusCode, why: &'static str| {
+        s.metrics
+            .webhook_deliveries
+            .with_label_values(&[event, outcome])
+            .inc();
+        tracing::info!(event, outcome, "webhook delivery refused");
+        (status, why).into_response()
+    };
+    let Some(hook) = &s.webhook else {
+        return refuse(
+            "not_configured",
+            StatusCode::NOT_FOUND,
+            "webhooks are not configured; start ecs-gitops with --github-webhook-secret-file or --github-webhook-secret-env\n",
+        );
+    };
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().unwrap_or("").trim() == "application/json");
+    if !json {
+        return refuse(
+            "unsupported_media_type",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "set the webhook's content type to application/json\n",
+        );
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, WEBHOOK_MAX_BYTES).await else {
+        return refuse(
+            "too_large",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "webhook body over 1 MiB\n",
+        );
+    };
+    let Some(signature) = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return refuse(
+            "unsigned",
+            StatusCode::UNAUTHORIZED,
+            "missing X-Hub-Signature-256; set the webhook's secret\n",
+        );
+    };
+    if !github::signature_valid(&hook.secret, &bytes, signature) {
+        return refuse(
+            "bad_signature",
+            StatusCode::FORBIDDEN,
+            "X-Hub-Signature-256 does not match\n",
+        );
+    }
+    let accept = |outcome: &'static str, status: StatusCode, what: &'static str| {
+        s.metrics
+            .webhook_deliveries
+            .with_label_values(&[event, outcome])
+            .inc();
+        (status, what).into_response()
+    };
+    match event {
+        "ping" => accept("pong", StatusCode::OK, "pong\n"),
+        "push" => {
+            let Ok(payload) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                return refuse(
+                    "bad_request",
+                    StatusCode::BAD_REQUEST,
+                    "push payload is not JSON\n",
+                );
+            };
+            if payload["ref"].as_str() == Some(&format!("refs/heads/{}", hook.branch)) {
+                hook.trigger.notify_one();
+                tracing::info!(
+                    event,
+                    "push to the watched branch; reading the desired state now"
+                );
+                accept(
+                    "accepted",
+                    StatusCode::ACCEPTED,
+                    "reading the desired state\n",
+                )
+            } else {
+                accept(
+                    "ignored",
+                    StatusCode::ACCEPTED,
+                    "not the watched branch; ignored\n",
+                )
+            }
+        }
+        _ => accept("ignored", StatusCode::ACCEPTED, "event ignored\n"),
+    }
 }
 
 fn esc(s: &str) -> String {

@@ -7,6 +7,7 @@ pub mod aws;
 pub mod cli;
 pub mod daemon;
 pub mod desired;
+pub mod github;
 pub mod health;
 pub mod http;
 pub mod metrics;

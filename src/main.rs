@@ -46,6 +46,79 @@ struct SourceArgs {
     environments: Vec<String>,
 }
 
+#[derive(clap::Args)]
+struct GitHubArgs {
+    /// Report rollouts as GitHub deployments of this repository (owner/name), where the
+    /// release SHAs are commits.
+    #[arg(long, value_name = "OWNER/NAME")]
+    github_repo: Option<String>,
+    /// File holding the GitHub token (fine-grained: Deployments and Contents read/write).
+    #[arg(long, value_name = "PATH")]
+    github_token_file: Option<PathBuf>,
+    /// Environment variable holding the GitHub token.
+    #[arg(long, value_name = "NAME", conflicts_with = "github_token_file")]
+    github_token_env: Option<String>,
+    /// GitHub API base URL (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(long, default_value = "https://api.github.com")]
+    github_api_url: String,
+    /// File holding the webhook secret; enables POST /hooks/github.
+    #[arg(long, value_name = "PATH")]
+    github_webhook_secret_file: Option<PathBuf>,
+    /// Environment variable holding the webhook secret; enables POST /hooks/github.
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "github_webhook_secret_file"
+    )]
+    github_webhook_secret_env: Option<String>,
+    /// Tag verified releases of this environment vYYYY.MM.DD-<sha7> (repeatable).
+    #[arg(long = "tag-releases", value_name = "ENV", requires = "github_repo")]
+    tag_releases: Vec<String>,
+}
+
+impl GitHubArgs {
+    fn options(self, repo: &str) -> anyhow::Result<ecs_gitops::daemon::GitHubOptions> {
+        use ecs_gitops::github::{RepoRef, Secret};
+        let token = Secret::load(
+            self.github_token_file.as_deref(),
+            self.github_token_env.as_deref(),
+            "GitHub token",
+            "--github-token",
+        )
+        .map_err(anyhow::Error::msg)?;
+        let webhook_secret = Secret::load(
+            self.github_webhook_secret_file.as_deref(),
+            self.github_webhook_secret_env.as_deref(),
+            "webhook secret",
+            "--github-webhook-secret",
+        )
+        .map_err(anyhow::Error::msg)?;
+        let github_repo = self
+            .github_repo
+            .as_deref()
+            .map(RepoRef::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--github-repo: {e}"))?;
+        if github_repo.is_some() && token.is_none() {
+            anyhow::bail!(
+                "--github-repo needs a token to create deployments: pass --github-token-file or --github-token-env"
+            );
+        }
+        if repo.starts_with("github:") && token.is_none() {
+            tracing::warn!(
+                "reading a GitHub repository without a token: 60 requests an hour, public repositories only"
+            );
+        }
+        Ok(ecs_gitops::daemon::GitHubOptions {
+            repo: github_repo,
+            token,
+            api_url: self.github_api_url,
+            webhook_secret,
+            tag_environments: self.tag_releases,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller.
@@ -58,6 +131,8 @@ enum Command {
         /// Longest time between two passes of an environment (e.g. 10s, 1m).
         #[arg(long, default_value = "10s", value_parser = duration_arg)]
         interval: Duration,
+        #[command(flatten)]
+        github: Box<GitHubArgs>,
     },
     /// Lint desired-state files or folders (default: desired-state/).
     Validate { paths: Vec<PathBuf> },
@@ -165,7 +240,9 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             source,
             listen,
             interval,
+            github,
         } => {
+            let github = (*github).options(&source.repo)?;
             let cancel = CancellationToken::new();
             let c = cancel.clone();
             tokio::spawn(async move {
@@ -175,6 +252,7 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             });
             ecs_gitops::daemon::run(
                 ecs_gitops::daemon::RunOptions {
+                    github,
                     repo: source.repo,
                     branch: source.branch,
                     path: source.path,

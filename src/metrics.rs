@@ -37,6 +37,8 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     pub aws_requests: IntCounterVec,
     pub git_fetches: IntCounterVec,
+    pub github_requests: IntCounterVec,
+    pub webhook_deliveries: IntCounterVec,
     pub reconcile_duration: HistogramVec,
     pub commit_to_verified: HistogramVec,
     pub desired_release: IntGaugeVec,
@@ -117,6 +119,16 @@ impl Metrics {
             "Reads of the desired-state repository, by outcome.",
             &["outcome"],
         );
+        let github_requests = counter(
+            "ecs_gitops_github_requests_total",
+            "GitHub API requests and reports, by operation and outcome (best effort: failures never block a rollout).",
+            &["operation", "outcome"],
+        );
+        let webhook_deliveries = counter(
+            "ecs_gitops_webhook_deliveries_total",
+            "GitHub webhook deliveries received, by event and outcome.",
+            &["event", "outcome"],
+        );
         let reconcile_duration = HistogramVec::new(
             HistogramOpts::new(
                 "ecs_gitops_reconcile_duration_seconds",
@@ -185,6 +197,8 @@ impl Metrics {
             reconcile_errors,
             aws_requests,
             git_fetches,
+            github_requests,
+            webhook_deliveries,
             reconcile_duration,
             commit_to_verified,
             desired_release,
@@ -239,7 +253,7 @@ impl Metrics {
 
     /// Every metric name this daemon exports.
     pub fn names(&self) -> Vec<String> {
-        let collectors: [&dyn Collector; 15] = [
+        let collectors: [&dyn Collector; 17] = [
             &self.phase,
             &self.rollbacks,
             &self.deployments,
@@ -248,6 +262,8 @@ impl Metrics {
             &self.reconcile_errors,
             &self.aws_requests,
             &self.git_fetches,
+            &self.github_requests,
+            &self.webhook_deliveries,
             &self.reconcile_duration,
             &self.commit_to_verified,
             &self.desired_release,

@@ -27,6 +27,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub board: Board,
     pub interval: Duration,
+    /// GitHub deployment statuses and tags, when configured (best effort, never blocks).
+    pub github: Option<crate::github::Reporter>,
 }
 
 /// One decision, with what it was based on.
@@ -178,6 +180,11 @@ async fn reconcile_once(
         tracing::debug!(writes, "applied");
     }
     record_outcomes(&shared.metrics, env, plan);
+    if let Some(github) = &shared.github {
+        for event in github_events(env, revision, pass.record.as_ref(), plan) {
+            github.report(event);
+        }
+    }
     shared.metrics.set_phase(env, plan.phase);
     // Blocked is not persisted (a gate that says no writes nothing), so the record still names
     // the phase before it; a transition is news only if it differs from what was last
@@ -211,6 +218,66 @@ async fn reconcile_once(
     m.pass_completed(env);
     report(&shared.board, desired, &pass, revision, running, transition);
     Ok(pass.plan)
+}
+
+/// What GitHub should hear about this pass: reported only after it was applied, so a
+/// status is never ahead of what happened.
+fn github_events(
+    env: &str,
+    revision: &str,
+    before: Option<&Record>,
+    plan: &Plan,
+) -> Vec<crate::github::Event> {
+    use crate::github::Event;
+    let environment = env.to_string();
+    let revision = revision.to_string();
+    let mut events = Vec::new();
+    for o in &plan.outcomes {
+        match o {
+            Outcome::Superseded => {
+                if let Some(old) = before.and_then(|r| r.target.clone()) {
+                    events.push(Event::Superseded {
+                        environment: environment.clone(),
+                        release: old,
+                        revision: revision.clone(),
+                    });
+                }
+            }
+            Outcome::Verified => {
+                if let Some(r) = plan.record.last_good.clone() {
+                    events.push(Event::Verified {
+                        environment: environment.clone(),
+                        release: r,
+                        revision: revision.clone(),
+                    });
+                }
+            }
+            Outcome::RolledBack(reason) => {
+                if let Some((r, _)) = plan.record.rejected.clone() {
+                    events.push(Event::RolledBack {
+                        environment: environment.clone(),
+                        release: r,
+                        revision: revision.clone(),
+                        reason: *reason,
+                    });
+                }
+            }
+            Outcome::DriftCorrected | Outcome::Blocked(_) => {}
+        }
+    }
+    if plan
+        .transition
+        .as_ref()
+        .is_some_and(|t| t.to == Phase::Deploying)
+        && let Some(target) = plan.record.target.clone()
+    {
+        events.push(Event::Started {
+            environment,
+            release: target,
+            revision,
+        });
+    }
+    events
 }
 
 /// The release every service runs, or `None` while they differ (or one is unknown).

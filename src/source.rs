@@ -253,15 +253,7 @@ impl Source {
             };
             files.insert(env, state);
         }
-        // Promotion problems make the files that have them invalid.
-        for problem in desired::check_set(&parsed) {
-            let env = desired::stem_of(&problem.path);
-            match files.get_mut(&env) {
-                Some(FileState::Invalid(p)) => p.push(problem),
-                Some(slot) => *slot = FileState::Invalid(vec![problem]),
-                None => {}
-            }
-        }
+        apply_set_problems(&mut files, &parsed);
         Ok(Snapshot {
             revision: revision.to_string(),
             files,
@@ -282,6 +274,52 @@ impl Source {
     }
 }
 
+/// Promotion problems across files (`desired::check_set`) make the files that have them
+/// invalid.
+pub fn apply_set_problems(
+    files: &mut BTreeMap<String, FileState>,
+    parsed: &[(PathBuf, DesiredState)],
+) {
+    for problem in desired::check_set(parsed) {
+        let env = desired::stem_of(&problem.path);
+        match files.get_mut(&env) {
+            Some(FileState::Invalid(p)) => p.push(problem),
+            Some(slot) => *slot = FileState::Invalid(vec![problem]),
+            None => {}
+        }
+    }
+}
+
+/// Where snapshots come from: a git repository (local or remote) or GitHub's contents API.
+pub enum Origin {
+    Git(Source),
+    GitHub(Box<crate::github::ContentsSource>),
+}
+
+impl Origin {
+    pub fn display(&self) -> String {
+        match self {
+            Origin::Git(s) => s.display(),
+            Origin::GitHub(g) => g.display(),
+        }
+    }
+
+    /// A new snapshot if the head moved since `last_revision`.
+    async fn poll(&mut self, last_revision: &str) -> Result<Option<Snapshot>, String> {
+        match self {
+            Origin::Git(source) => {
+                source.fetch().await.map_err(|e| e.to_string())?;
+                let rev = source.revision().await.map_err(|e| e.to_string())?;
+                if rev == last_revision {
+                    return Ok(None);
+                }
+                source.read(&rev).await.map(Some).map_err(|e| e.to_string())
+            }
+            Origin::GitHub(g) => g.poll().await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// State of the source as the rest of the daemon sees it.
 #[derive(Debug, Clone, Default)]
 pub struct SourceStatus {
@@ -294,7 +332,7 @@ pub struct SourceStatus {
 /// Runs the source: publishes a new snapshot whenever the branch head moves.
 /// `trigger` is notified by the file watcher and the webhook; `interval` bounds the wait.
 pub async fn run(
-    source: Source,
+    mut origin: Origin,
     interval: Duration,
     trigger: Arc<Notify>,
     tx: watch::Sender<SourceStatus>,
@@ -302,28 +340,19 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     // Keep the watcher alive for the whole loop; dropping it stops watching.
-    let _watcher = if source.is_local() {
-        match source.watch_dir().await {
+    let _watcher = match &origin {
+        Origin::Git(source) if source.is_local() => match source.watch_dir().await {
             Ok(dir) => start_watcher(&dir, trigger.clone()),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot find the git directory to watch; polling every interval");
                 None
             }
-        }
-    } else {
-        None
+        },
+        _ => None,
     };
     let mut last_revision = String::new();
     loop {
-        let outcome = async {
-            source.fetch().await?;
-            let rev = source.revision().await?;
-            if rev == last_revision {
-                return Ok(None);
-            }
-            source.read(&rev).await.map(Some)
-        }
-        .await;
+        let outcome = origin.poll(&last_revision).await;
         match outcome {
             Ok(Some(snapshot)) => {
                 metrics.git_fetches.with_label_values(&["changed"]).inc();

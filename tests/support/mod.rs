@@ -3,6 +3,7 @@
 //! simulator, and polling with a deadline.
 #![allow(dead_code)]
 
+pub mod github_mock;
 pub mod world;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -246,7 +246,12 @@ impl World {
     }
 
     pub fn start(&self, extra: &[&str]) -> Daemon {
-        Daemon::start(&self.sim.url, self.repo.path(), extra)
+        Daemon::start(&self.sim.url, self.repo.path().as_os_str(), extra)
+    }
+
+    /// Starts the daemon on another `--repo` (a URL, or `github:owner/name`).
+    pub fn start_repo(&self, repo: &str, extra: &[&str]) -> Daemon {
+        Daemon::start(&self.sim.url, std::ffi::OsStr::new(repo), extra)
     }
 
     /// A desired-state file for one environment with the usual test settings.
@@ -310,11 +315,16 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn start(endpoint: &str, repo: &Path, extra: &[&str]) -> Daemon {
+    pub fn start(endpoint: &str, repo: &std::ffi::OsStr, extra: &[&str]) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecs-gitops"));
         cmd.args(["run", "--repo"])
             .arg(repo)
-            .args(["--listen", "127.0.0.1:0", "--interval", "1s"])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(if extra.contains(&"--interval") {
+                &[][..]
+            } else {
+                &["--interval", "1s"][..]
+            })
             .args(extra)
             .env("AWS_ENDPOINT_URL", endpoint)
             .env("AWS_ACCESS_KEY_ID", "test")

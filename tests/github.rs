@@ -1,0 +1,557 @@
+//! GitHub: signed push webhooks, deployment statuses, release tags and the contents API as a
+//! source, against a mock of the GitHub REST API on 127.0.0.1.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::github_mock::{GitHubMock, Mode};
+use support::world::{Daemon, World, sha};
+use support::{http_with_headers, wait_for};
+
+const T: Duration = Duration::from_secs(30);
+const WEBHOOK_SECRET: &str = "whsec-Zq8wN3-do-not-log-me";
+const TOKEN: &str = "github_pat_11ABCDEFG0-do-not-log-me";
+
+fn prod(env: &str, cluster: &str, release: &str, bake: &str) -> String {
+    World::yaml(
+        env,
+        cluster,
+        release,
+        &[("web", "web")],
+        &format!("verify:\n  alarms: [web-5xx]\n  bake: {bake}\n  rollout_timeout: 20s\n"),
+    )
+}
+
+fn secret_file(dir: &tempfile::TempDir, name: &str, value: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, format!("{value}\n")).unwrap();
+    p.display().to_string()
+}
+
+fn sign(secret: &str, body: &str) -> String {
+    ecs_gitops::github::sign(
+        &ecs_gitops::github::Secret::new(secret.into()),
+        body.as_bytes(),
+    )
+}
+
+fn deliver(
+    d: &Daemon,
+    event: &str,
+    body: &str,
+    signature: Option<&str>,
+    content_type: &str,
+) -> (u16, String) {
+    let mut headers = vec![
+        ("X-GitHub-Event", event),
+        ("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+        ("Content-Type", content_type),
+        ("User-Agent", "GitHub-Hookshot/044aadd"),
+    ];
+    if let Some(s) = signature {
+        headers.push(("X-Hub-Signature-256", s));
+    }
+    http_with_headers(
+        "POST",
+        &format!("{}/hooks/github", d.url),
+        Some(body),
+        &headers,
+    )
+}
+
+fn push_event(branch: &str, after: &str) -> String {
+    serde_json::json!({
+        "ref": format!("refs/heads/{branch}"),
+        "before": "0000000000000000000000000000000000000000",
+        "after": after,
+        "created": false,
+        "deleted": false,
+        "forced": false,
+        "compare": "https://github.com/acme/desired-state/compare/0000000...1111111",
+        "commits": [{"id": after, "message": "prod: release", "timestamp": "2026-11-27T10:00:00Z", "added": [], "removed": [], "modified": ["desired-state/prod.yaml"]}],
+        "head_commit": {"id": after, "message": "prod: release"},
+        "repository": {"id": 1296269, "name": "desired-state", "full_name": "acme/desired-state", "default_branch": "main"},
+        "pusher": {"name": "octocat", "email": "octocat@github.com"},
+        "sender": {"login": "octocat", "id": 1}
+    })
+    .to_string()
+}
+
+fn fetches(d: &Daemon) -> f64 {
+    d.metrics()
+        .lines()
+        .filter(|l| l.starts_with("ecs_gitops_git_fetches_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn assert_no_secrets(d: &Daemon) {
+    let logs = d.logs.lock().unwrap().clone();
+    let metrics = d.metrics();
+    let status = d.status().to_string();
+    for secret in [WEBHOOK_SECRET, TOKEN] {
+        assert!(!logs.contains(secret), "a secret is in the logs");
+        assert!(!metrics.contains(secret), "a secret is in the metrics");
+        assert!(!status.contains(secret), "a secret is in the status");
+    }
+    assert!(!logs.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_push_starts_a_pass_and_bad_deliveries_do_nothing() {
+    let w = World::new().await;
+    w.cluster("c").await;
+    w.service("c", "web", "web", &sha(1), false).await;
+    w.image("web", &sha(1)).await;
+    w.image("web", &sha(2)).await;
+    w.alarm("web-5xx").await;
+    w.commit("prod", &prod("prod", "c", &sha(1), "1s"));
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(&dir, "webhook-secret", WEBHOOK_SECRET);
+    // A remote repository polled only every minute: only the webhook can make it fast.
+    let url = format!("file://{}", w.repo.path().display());
+    let d = w.start_repo(
+        &url,
+        &["--interval", "60s", "--github-webhook-secret-file", &secret],
+    );
+    d.wait_phase("prod", "InSync", T);
+    let first = d.status()["source_revision"].clone();
+    let rev = w.commit("prod", &prod("prod", "c", &sha(2), "1s"));
+    let body = push_event("main", &rev);
+    let before = fetches(&d);
+
+    let refused = [
+        (
+            "missing signature",
+            deliver(&d, "push", &body, None, "application/json"),
+            401,
+        ),
+        (
+            "wrong signature",
+            deliver(
+                &d,
+                "push",
+                &body,
+                Some(&sign("guess", &body)),
+                "application/json",
+            ),
+            403,
+        ),
+        (
+            "stale signature (old secret)",
+            deliver(
+                &d,
+                "push",
+                &body,
+                Some(&sign("whsec-rotated-away", &body)),
+                "application/json",
+            ),
+            403,
+        ),
+        (
+            "signature of another body",
+            deliver(
+                &d,
+                "push",
+                &body,
+                Some(&sign(WEBHOOK_SECRET, &push_event("main", &sha(9)))),
+                "application/json",
+            ),
+            403,
+        ),
+        (
+            "malformed signature",
+            deliver(&d, "push", &body, Some("sha256=xyz"), "application/json"),
+            403,
+        ),
+        (
+            "form encoded",
+            deliver(
+                &d,
+                "push",
+                &body,
+                Some(&sign(WEBHOOK_SECRET, &body)),
+                "application/x-www-form-urlencoded",
+            ),
+            415,
+        ),
+    ];
+    for (what, (code, text), want) in refused {
+        assert_eq!(code, want, "{what}: {text}");
+    }
+    let huge = format!(
+        "{{\"ref\":\"refs/heads/main\",\"pad\":\"{}\"}}",
+        "x".repeat(1024 * 1024 + 10)
+    );
+    let (code, _) = deliver(
+        &d,
+        "push",
+        &huge,
+        Some(&sign(WEBHOOK_SECRET, &huge)),
+        "application/json",
+    );
+    assert_eq!(code, 413);
+    let other = push_event("feature", &rev);
+    let (code, text) = deliver(
+        &d,
+        "push",
+        &other,
+        Some(&sign(WEBHOOK_SECRET, &other)),
+        "application/json",
+    );
+    assert_eq!(
+        (code, text.trim()),
+        (202, "not the watched branch; ignored")
+    );
+    let (code, text) = deliver(
+        &d,
+        "ping",
+        r#"{"zen":"Keep it logically awesome.","hook_id":1}"#,
+        Some(&sign(
+            WEBHOOK_SECRET,
+            r#"{"zen":"Keep it logically awesome.","hook_id":1}"#,
+        )),
+        "application/json",
+    );
+    assert_eq!((code, text.trim()), (200, "pong"));
+    let issues = r#"{"action":"opened"}"#;
+    let (code, _) = deliver(
+        &d,
+        "issues",
+        issues,
+        Some(&sign(WEBHOOK_SECRET, issues)),
+        "application/json",
+    );
+    assert_eq!(code, 202);
+    assert_eq!(
+        fetches(&d),
+        before,
+        "refused and ignored deliveries fetch nothing"
+    );
+    assert_eq!(d.status()["source_revision"], first);
+
+    let start = Instant::now();
+    let (code, _) = deliver(
+        &d,
+        "push",
+        &body,
+        Some(&sign(WEBHOOK_SECRET, &body)),
+        "application/json",
+    );
+    assert_eq!(code, 202);
+    wait_for(T, "the pushed commit to be read", || {
+        (d.status()["source_revision"] == rev.as_str()).then_some(())
+    });
+    let read_after = start.elapsed();
+    wait_for(T, "the pushed release to verify", || {
+        let e = d.env("prod")?;
+        (e["last_good_release"] == sha(2).as_str() && e["phase"] == "InSync").then_some(())
+    });
+    assert!(
+        read_after < Duration::from_secs(30),
+        "long before the 60 s interval: {read_after:?}"
+    );
+    let m = d.metrics();
+    assert!(
+        m.contains(r#"ecs_gitops_webhook_deliveries_total{event="push",outcome="accepted"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            r#"ecs_gitops_webhook_deliveries_total{event="push",outcome="bad_signature"} 4"#
+        ),
+        "{m}"
+    );
+    assert_no_secrets(&d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_are_refused_when_no_secret_is_configured() {
+    let w = World::new().await;
+    w.cluster("c").await;
+    w.service("c", "web", "web", &sha(1), false).await;
+    w.commit("prod", &prod("prod", "c", &sha(1), "1s"));
+    let d = w.start(&[]);
+    let body = push_event("main", &sha(1));
+    let (code, text) = deliver(
+        &d,
+        "push",
+        &body,
+        Some(&sign("anything", &body)),
+        "application/json",
+    );
+    assert_eq!(code, 404, "{text}");
+}
+
+fn github_args<'a>(mock: &'a GitHubMock, token: &'a str) -> Vec<&'a str> {
+    vec![
+        "--github-repo",
+        "acme/app",
+        "--github-token-file",
+        token,
+        "--github-api-url",
+        &mock.url,
+    ]
+}
+
+fn statuses(mock: &GitHubMock) -> Vec<(String, String, String)> {
+    // (environment, state, description) in the order they were posted
+    mock.requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/statuses"))
+        .map(|r| {
+            (
+                r.body["environment"].as_str().unwrap_or("").to_string(),
+                r.body["state"].as_str().unwrap_or("").to_string(),
+                r.body["description"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deployment_statuses_follow_what_really_happened_and_the_tag_is_made_once() {
+    let mock = GitHubMock::start();
+    let w = World::new().await;
+    for c in ["staging", "prod"] {
+        w.cluster(c).await;
+        w.service(c, "web", "web", &sha(1), false).await;
+    }
+    for n in 1..=3 {
+        w.image("web", &sha(n)).await;
+    }
+    w.alarm("web-5xx").await;
+    w.commit("staging", &prod("staging", "staging", &sha(1), "1s"));
+    w.commit("prod", &prod("prod", "prod", &sha(1), "1s"));
+    let dir = tempfile::tempdir().unwrap();
+    let token = secret_file(&dir, "token", TOKEN);
+    let mut args = github_args(&mock, &token);
+    args.extend(["--tag-releases", "prod", "--tag-releases", "staging"]);
+    let d = w.start(&args);
+    d.wait_phase("prod", "InSync", T);
+
+    // Both environments verify sha(2): two tag attempts, one tag.
+    w.commit("staging", &prod("staging", "staging", &sha(2), "1s"));
+    let rev = w.commit("prod", &prod("prod", "prod", &sha(2), "1s"));
+    for env in ["staging", "prod"] {
+        wait_for(T, "verified", || {
+            (d.env(env)?["last_good_release"] == sha(2).as_str()).then_some(())
+        });
+    }
+    wait_for(T, "two tag attempts", || {
+        (mock
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/git/refs"))
+            .count()
+            == 2)
+            .then_some(())
+    });
+    let tags = mock.tags();
+    assert_eq!(tags.len(), 1, "{tags:?}");
+    let tag = &tags[0];
+    assert!(
+        tag.starts_with("refs/tags/v") && tag.ends_with(&format!("-{}", &sha(2)[..7])),
+        "{tag}"
+    );
+    let date = &tag["refs/tags/v".len()..tag.len() - 8];
+    assert_eq!(date.len(), 10, "vYYYY.MM.DD: {tag}");
+
+    let created: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/repos/acme/app/deployments")
+        .collect();
+    let prod_deploy = created
+        .iter()
+        .find(|r| r.body["environment"] == "prod")
+        .expect("a prod deployment");
+    assert_eq!(prod_deploy.body["ref"], sha(2).as_str());
+    assert_eq!(
+        prod_deploy.body["payload"]["desired_state_revision"],
+        rev.as_str()
+    );
+    assert!(
+        prod_deploy
+            .headers
+            .get("authorization")
+            .is_some_and(|a| a.ends_with(TOKEN)),
+        "the token is sent to GitHub"
+    );
+    wait_for(T, "prod's statuses", || {
+        let s: Vec<_> = statuses(&mock)
+            .into_iter()
+            .filter(|s| s.0 == "prod")
+            .map(|s| s.1)
+            .collect();
+        (s == ["in_progress", "success"]).then_some(())
+    });
+
+    // A release rolled back on its alarm is a failure with the reason, never a success.
+    w.commit("prod", &prod("prod", "prod", &sha(3), "30s"));
+    d.wait_phase("prod", "Baking", T);
+    w.set_alarm("web-5xx", "ALARM").await;
+    d.wait_phase("prod", "Rejected", T);
+    let prod_statuses = wait_for(T, "the failure status", || {
+        let s: Vec<_> = statuses(&mock)
+            .into_iter()
+            .filter(|s| s.0 == "prod")
+            .collect();
+        (s.len() == 4).then_some(s)
+    });
+    assert_eq!(prod_statuses[2].1, "in_progress");
+    assert_eq!(prod_statuses[3].1, "failure");
+    assert!(
+        prod_statuses[3].2.contains("rolled back (alarm)"),
+        "{:?}",
+        prod_statuses[3]
+    );
+    assert_eq!(
+        mock.tags().len(),
+        1,
+        "a rolled back release is never tagged"
+    );
+    assert_no_secrets(&d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_superseded_rollout_becomes_inactive() {
+    let mock = GitHubMock::start();
+    let w = World::new().await;
+    w.cluster("prod").await;
+    w.service("prod", "web", "web", &sha(1), false).await;
+    for n in 1..=3 {
+        w.image("web", &sha(n)).await;
+    }
+    w.alarm("web-5xx").await;
+    w.sim.behaviour(&sha(2), "slow", Some(30.0));
+    w.commit("prod", &prod("prod", "prod", &sha(1), "1s"));
+    let dir = tempfile::tempdir().unwrap();
+    let token = secret_file(&dir, "token", TOKEN);
+    let d = w.start(&github_args(&mock, &token));
+    d.wait_phase("prod", "InSync", T);
+    w.commit("prod", &prod("prod", "prod", &sha(2), "1s"));
+    d.wait_phase("prod", "Deploying", T);
+    w.commit("prod", &prod("prod", "prod", &sha(3), "1s"));
+    wait_for(T, "sha(3) verified", || {
+        (d.env("prod")?["last_good_release"] == sha(3).as_str()).then_some(())
+    });
+    let s: Vec<String> = wait_for(T, "four statuses", || {
+        let s: Vec<String> = statuses(&mock).into_iter().map(|s| s.1).collect();
+        (s.len() == 4).then_some(s)
+    });
+    assert_eq!(s, ["in_progress", "inactive", "in_progress", "success"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn github_as_the_source_follows_new_commits_with_conditional_requests() {
+    let mock = GitHubMock::start();
+    let w = World::new().await;
+    w.cluster("c").await;
+    w.service("c", "web", "web", &sha(1), false).await;
+    w.image("web", &sha(1)).await;
+    w.image("web", &sha(2)).await;
+    w.alarm("web-5xx").await;
+    let head1 = "1111111111111111111111111111111111111111";
+    mock.set_head(
+        head1,
+        &[
+            ("prod.yaml", &prod("prod", "c", &sha(1), "1s")),
+            ("README.md", "not a desired-state file"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let token = secret_file(&dir, "token", TOKEN);
+    let d = w.start_repo(
+        "github:acme/desired-state",
+        &["--github-api-url", &mock.url, "--github-token-file", &token],
+    );
+    d.wait_phase("prod", "InSync", T);
+    assert_eq!(d.status()["source_revision"], head1);
+    // Unchanged: conditional requests answered 304.
+    wait_for(T, "a conditional request", || {
+        mock.requests()
+            .iter()
+            .any(|r| {
+                r.path.ends_with("/commits/main")
+                    && r.headers
+                        .get("if-none-match")
+                        .is_some_and(|e| e.contains("etag-1"))
+            })
+            .then_some(())
+    });
+    let contents_before = mock
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/contents/"))
+        .count();
+    let head2 = "2222222222222222222222222222222222222222";
+    mock.set_head(head2, &[("prod.yaml", &prod("prod", "c", &sha(2), "1s"))]);
+    wait_for(T, "the new commit to verify", || {
+        let e = d.env("prod")?;
+        (e["last_good_release"] == sha(2).as_str() && e["phase"] == "InSync").then_some(())
+    });
+    assert_eq!(d.status()["source_revision"], head2);
+    let contents_after = mock
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/contents/"))
+        .count();
+    assert_eq!(
+        contents_after - contents_before,
+        2,
+        "the files are read only when the head moved"
+    );
+    assert!(d.metrics().contains(
+        r#"ecs_gitops_github_requests_total{operation="get_commit",outcome="not_modified"}"#
+    ));
+    assert_no_secrets(&d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_github_outage_changes_neither_the_outcome_nor_the_timing_of_a_rollout() {
+    let mock = GitHubMock::start();
+    let w = World::new().await;
+    w.cluster("prod").await;
+    w.service("prod", "web", "web", &sha(1), false).await;
+    for n in 1..=3 {
+        w.image("web", &sha(n)).await;
+    }
+    w.alarm("web-5xx").await;
+    w.commit("prod", &prod("prod", "prod", &sha(1), "2s"));
+    let dir = tempfile::tempdir().unwrap();
+    let token = secret_file(&dir, "token", TOKEN);
+    let d = w.start(&github_args(&mock, &token));
+    d.wait_phase("prod", "InSync", T);
+    let rollout = |release: String| {
+        let start = Instant::now();
+        w.commit("prod", &prod("prod", "prod", &release, "2s"));
+        wait_for(T, "verified", || {
+            let e = d.env("prod")?;
+            (e["last_good_release"] == release.as_str() && e["phase"] == "InSync").then_some(())
+        });
+        start.elapsed()
+    };
+    let up = rollout(sha(2));
+    mock.set_mode(Mode::Hang(15));
+    let hanging = rollout(sha(3));
+    assert!(
+        hanging < up + Duration::from_secs(3),
+        "GitHub hanging slowed the rollout: {hanging:?} against {up:?} with GitHub up"
+    );
+    mock.set_mode(Mode::Down);
+    wait_for(
+        Duration::from_secs(60),
+        "failed reports to be counted",
+        || {
+            d.metrics()
+                .lines()
+                .any(|l| {
+                    l.starts_with("ecs_gitops_github_requests_total")
+                        && (l.contains("server_error") || l.contains("network_error"))
+                })
+                .then_some(())
+        },
+    );
+}
