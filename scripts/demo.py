@@ -9,12 +9,10 @@ Ctrl-C), unless --keep is given.
 """
 
 import argparse
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,33 +21,17 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import boto3
+import simkit
+from simkit import ROOT, Failed as DemoFailed
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REGION = "me-south-1"
-ACCOUNT = "123456789012"
 GOOD = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
 BAD = "badbadbadbad0123456789abcdef0123456789ab"
 STEP_TIMEOUT = 45
 
 
-class DemoFailed(Exception):
-    pass
-
-
 def say(msg=""):
     print(msg, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(url):
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
 
 
 class Health(BaseHTTPRequestHandler):
@@ -67,68 +49,41 @@ class Health(BaseHTTPRequestHandler):
 class Demo:
     def __init__(self, args):
         self.args = args
-        self.procs = []
         self.tmp = tempfile.mkdtemp(prefix="ecs-gitops-demo-")
-        self.repo = os.path.join(self.tmp, "desired-state-repo")
+        self.sim = None
+        self.daemon = None
+        self.repo = None
         self.health = None
-        self.url = None
-        self.sim_url = None
 
     # ---- setup ---------------------------------------------------------------------------
 
     def start_sim(self):
-        python = os.path.join(ROOT, ".aws-sim", "venv", "bin", "python")
-        log = open(os.path.join(self.tmp, "aws-sim.log"), "w")
-        p = subprocess.Popen([python, os.path.join(ROOT, "scripts", "aws_sim", "sim.py"), "--port", "0"],
-                             stdout=subprocess.PIPE, stderr=log, text=True)
-        self.procs.append(p)
-        self.sim_url = p.stdout.readline().strip()
-        if not self.sim_url.startswith("http://127.0.0.1:"):
-            raise DemoFailed("the simulator did not start; see " + log.name)
-        req = urllib.request.Request(self.sim_url + "/_sim/config", method="POST",
-                                     data=json.dumps({"rollout_seconds": 1.5}).encode())
-        urllib.request.urlopen(req, timeout=5).read()
-        say(f"    local AWS simulator at {self.sim_url}")
-
-    def client(self, name):
-        return boto3.client(name, endpoint_url=self.sim_url, region_name=REGION,
-                            aws_access_key_id="test", aws_secret_access_key="test")
+        self.sim = simkit.Sim(os.path.join(self.tmp, "aws-sim.log"))
+        self.sim.control("config", {"rollout_seconds": 1.5})
+        say(f"    local AWS simulator at {self.sim.url}")
 
     def create_world(self):
-        ecs, ecr, cw = self.client("ecs"), self.client("ecr"), self.client("cloudwatch")
+        ecs, ecr, cw = (self.sim.client(n, REGION) for n in ("ecs", "ecr", "cloudwatch"))
         files = {}
         for env in ("staging", "prod"):
             with open(os.path.join(ROOT, "desired-state", f"{env}.yaml")) as f:
                 files[env] = f.read()
         initial = re.search(r"^release: (\w+)", files["prod"], re.M).group(1)
         self.initial = initial
-        ecr.create_repository(repositoryName="saas-backend")
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7023,
-                       "digest": "sha256:" + "a" * 64},
-            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 32654,
-                        "digest": "sha256:" + "b" * 64}]})
-        for tag in (initial, GOOD, BAD):
-            ecr.put_image(repositoryName="saas-backend", imageTag=tag, imageManifest=manifest)
-        image = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/saas-backend:{initial}"
+        simkit.put_images(ecr, "saas-backend", (initial, GOOD, BAD))
+        image = simkit.image_uri(REGION, "saas-backend", initial)
         for env, text in files.items():
             cluster = re.search(r"^cluster: (\S+)", text, re.M).group(1)
             ecs.create_cluster(clusterName=cluster)
             for service in ("saas-backend", "saas-worker"):
-                td = ecs.register_task_definition(
-                    family=f"{env}-{service}", cpu="256", memory="512",
-                    containerDefinitions=[{"name": "app", "image": image, "essential": True,
-                                           "environment": [{"name": "ROLE", "value": service}]}],
-                )["taskDefinition"]["taskDefinitionArn"]
-                ecs.create_service(cluster=cluster, serviceName=service, taskDefinition=td, desiredCount=2)
+                simkit.create_service(ecs, cluster, service, f"{env}-{service}", image)
             for alarm in re.search(r"alarms: \[(.*)\]", text).group(1).split(","):
                 cw.put_metric_alarm(AlarmName=alarm.strip(), MetricName="HTTPCode_Target_5XX_Count",
                                     Namespace="AWS/ApplicationELB", Statistic="Sum", Period=60,
                                     EvaluationPeriods=1, Threshold=5.0,
                                     ComparisonOperator="GreaterThanThreshold")
         self.cw = cw
-        say(f"    created clusters saas-staging and saas-prod, services saas-backend and saas-worker in each,")
+        say("    created clusters saas-staging and saas-prod, services saas-backend and saas-worker in each,")
         say(f"    ECR images saas-backend:{initial[:7]}, :{GOOD[:7]} and :{BAD[:7]}, and the four alarms")
         return files
 
@@ -137,56 +92,25 @@ class Demo:
         threading.Thread(target=self.health.serve_forever, daemon=True).start()
         return f"http://127.0.0.1:{self.health.server_address[1]}/api/v1/health"
 
-    def git(self, *args):
-        env = dict(os.environ, GIT_AUTHOR_NAME="demo", GIT_AUTHOR_EMAIL="demo@example.invalid",
-                   GIT_COMMITTER_NAME="demo", GIT_COMMITTER_EMAIL="demo@example.invalid")
-        out = subprocess.run(["git", "-C", self.repo, *args], env=env, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise DemoFailed(f"git {' '.join(args)}: {out.stderr.strip()}")
-        return out.stdout.strip()
-
     def make_repo(self, files, health_url):
-        os.makedirs(os.path.join(self.repo, "desired-state"))
-        self.git("init", "--quiet", "--initial-branch=main")
+        self.repo = simkit.Repo(os.path.join(self.tmp, "desired-state-repo"))
         for env, text in files.items():
             # Short bakes for the demo, and a health endpoint that exists on this machine.
             text = re.sub(r"bake: \S+", "bake: 6s", text)
             text = re.sub(r"- url: \S+", f"- url: {health_url}", text)
-            self.write(env, text)
-        self.git("add", "-A")
-        self.git("commit", "--quiet", "-m", "desired state as in the ecs-gitops repository, with 6s bakes")
-        say(f"    desired-state repository at {self.repo}")
-
-    def write(self, env, text):
-        with open(os.path.join(self.repo, "desired-state", f"{env}.yaml"), "w") as f:
-            f.write(text)
-
-    def read(self, env):
-        with open(os.path.join(self.repo, "desired-state", f"{env}.yaml")) as f:
-            return f.read()
+            self.repo.write(env, text)
+        self.repo.commit("desired state as in the ecs-gitops repository, with 6s bakes")
+        say(f"    desired-state repository at {self.repo.path}")
 
     def commit_release(self, env, release, message):
-        text = re.sub(r"^release: \w+", f"release: {release}", self.read(env), count=1, flags=re.M)
-        self.write(env, text)
-        self.git("commit", "--quiet", "-am", message)
-        return self.git("rev-parse", "--short", "HEAD")
+        self.repo.write(env, re.sub(r"^release: \w+", f"release: {release}", self.repo.read(env), count=1, flags=re.M))
+        return self.repo.commit(message)[:7]
 
     def start_daemon(self):
-        binary = os.path.join(ROOT, "target", "debug", "ecs-gitops")
-        port = self.args.port or free_port()
-        env = dict(os.environ, AWS_ENDPOINT_URL=self.sim_url, AWS_ACCESS_KEY_ID="test",
-                   AWS_SECRET_ACCESS_KEY="test", AWS_REGION=REGION, AWS_EC2_METADATA_DISABLED="true",
-                   AWS_CONFIG_FILE="/nonexistent", AWS_SHARED_CREDENTIALS_FILE="/nonexistent")
-        env.setdefault("RUST_LOG", "info")
-        self.daemon_log = os.path.join(self.tmp, "ecs-gitops.log")
-        log = open(self.daemon_log, "w")
-        p = subprocess.Popen([binary, "run", "--repo", self.repo, "--listen", f"127.0.0.1:{port}",
-                              "--interval", "2s"], stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-        self.procs.append(p)
-        line = p.stdout.readline().strip()
-        if "listening on" not in line:
-            raise DemoFailed("ecs-gitops did not start; see " + self.daemon_log)
-        self.url = line.rsplit(" ", 1)[1]
+        self.daemon = simkit.Daemon(self.repo.path, self.sim.env(REGION), os.path.join(self.tmp, "ecs-gitops.log"),
+                                    interval="2s", port=self.args.port)
+        self.url = self.daemon.url
+        self.daemon_log = self.daemon.log_path
         say(f"    ecs-gitops running (log {self.daemon_log})")
         say(f"    status page:  {self.url}/")
         say(f"    status JSON:  {self.url}/api/v1/status")
@@ -195,10 +119,7 @@ class Demo:
     # ---- watching ------------------------------------------------------------------------
 
     def env(self, name):
-        for e in get_json(self.url + "/api/v1/status")["environments"]:
-            if e["name"] == name:
-                return e
-        return None
+        return self.daemon.env(name)
 
     def watch(self, name, until, what):
         """Narrates `name`'s phase changes until `until(env)` holds."""
@@ -267,7 +188,7 @@ class Demo:
         say(f"    the alarm cleared, and {BAD[:7]} is still held as rejected until git names another release")
 
         say("\n==> Where things stand (ecs-gitops status)")
-        out = subprocess.run([os.path.join(ROOT, "target", "debug", "ecs-gitops"), "status", "--url", self.url],
+        out = subprocess.run([simkit.BINARY, "status", "--url", self.url],
                              capture_output=True, text=True)
         say(out.stdout.rstrip())
         metrics = urllib.request.urlopen(self.url + "/metrics", timeout=5).read().decode()
@@ -278,29 +199,20 @@ class Demo:
         say(f"\nDone in {time.time() - t0:.0f}s: a deploy, a promotion and an automatic rollback.")
 
     def promote(self):
-        binary = os.path.join(ROOT, "target", "debug", "ecs-gitops")
-        env = dict(os.environ, AWS_ENDPOINT_URL=self.sim_url, AWS_ACCESS_KEY_ID="test",
-                   AWS_SECRET_ACCESS_KEY="test", AWS_REGION=REGION, AWS_EC2_METADATA_DISABLED="true",
-                   GIT_AUTHOR_NAME="demo", GIT_AUTHOR_EMAIL="demo@example.invalid",
-                   GIT_COMMITTER_NAME="demo", GIT_COMMITTER_EMAIL="demo@example.invalid")
-        out = subprocess.run([binary, "promote", "--from", "staging", "--to", "prod", "--repo", self.repo],
+        env = dict(self.sim.env(REGION), **simkit.GIT_ENV)
+        out = subprocess.run([simkit.BINARY, "promote", "--from", "staging", "--to", "prod", "--repo", self.repo.path],
                              capture_output=True, text=True, env=env)
         if out.returncode != 0:
             raise DemoFailed("ecs-gitops promote failed: " + out.stderr.strip())
         say("    $ ecs-gitops promote --from staging --to prod")
         for line in out.stdout.strip().splitlines():
             say("    " + line)
-        return self.git("rev-parse", "--short", "HEAD")
+        return self.repo.git("rev-parse", "--short", "HEAD")
 
     def cleanup(self):
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        for p in (self.daemon, self.sim):
+            if p is not None:
+                p.stop()
         if self.health:
             self.health.shutdown()
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -318,7 +230,7 @@ def main():
         demo.run()
         code = 0
         if args.keep:
-            say(f"\n--keep: the daemon ({demo.url}) and the simulator ({demo.sim_url}) keep running; Ctrl-C stops them.")
+            say(f"\n--keep: the daemon ({demo.url}) and the simulator ({demo.sim.url}) keep running; Ctrl-C stops them.")
             while True:
                 time.sleep(3600)
     except DemoFailed as e:

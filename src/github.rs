@@ -6,7 +6,7 @@
 //! rollback. The token and the webhook secret live in `Secret`, whose Debug and Display print
 //! `[redacted]`; neither is ever put into a log field, a metric label or an error message.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,9 +23,8 @@ use tokio_util::sync::CancellationToken;
 use crate::desired::{self, Release};
 use crate::metrics::Metrics;
 use crate::record::Reason;
-use crate::source::{FileState, Snapshot};
+use crate::source::Snapshot;
 use crate::status::rfc3339;
-use crate::yaml::{Location, MAX_FILE_BYTES};
 
 /// A token or webhook secret: never printed.
 #[derive(Clone)]
@@ -628,8 +627,7 @@ impl ContentsSource {
             });
         }
         let entries = listing.body.as_array().cloned().unwrap_or_default();
-        let mut files = BTreeMap::new();
-        let mut parsed = Vec::new();
+        let mut snapshot = crate::source::SnapshotBuilder::default();
         for e in entries {
             let (Some(name), Some("file")) = (e["name"].as_str(), e["type"].as_str()) else {
                 continue;
@@ -638,17 +636,7 @@ impl ContentsSource {
             if !desired::is_desired_state_file(&rel) {
                 continue;
             }
-            let env = desired::stem_of(&rel);
-            let size = e["size"].as_u64().unwrap_or(0) as usize;
-            let problem = |message: String| {
-                FileState::Invalid(vec![desired::Problem {
-                    path: rel.clone(),
-                    at: Location { line: 1, col: 1 },
-                    message,
-                }])
-            };
-            if size > MAX_FILE_BYTES {
-                files.insert(env, problem(format!("file is {size} bytes, over the {MAX_FILE_BYTES} byte limit for a desired-state file")));
+            if snapshot.too_large(&rel, e["size"].as_u64().unwrap_or(0) as usize) {
                 continue;
             }
             let file = self
@@ -673,28 +661,15 @@ impl ContentsSource {
                 .split_whitespace()
                 .collect();
             use base64::Engine;
-            let state = match base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-            {
-                None => problem("file is not UTF-8 text; save it as UTF-8".into()),
-                Some(text) => match desired::parse(&rel, &text) {
-                    Ok(s) => {
-                        parsed.push((rel.clone(), s.clone()));
-                        FileState::Valid(Box::new(s))
-                    }
-                    Err(p) => FileState::Invalid(p),
-                },
-            };
-            files.insert(env, state);
+            snapshot.add(
+                rel,
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .ok(),
+            );
         }
-        crate::source::apply_set_problems(&mut files, &parsed);
         self.etag = head.etag;
-        Ok(Some(Snapshot {
-            revision: sha,
-            files,
-        }))
+        Ok(Some(snapshot.finish(sha)))
     }
 }
 

@@ -61,14 +61,14 @@ impl Snapshot {
 }
 
 #[derive(Debug, Clone)]
-enum Location_ {
+enum RepoPlace {
     Local(PathBuf),
     Remote { url: String, mirror: PathBuf },
 }
 
 #[derive(Debug, Clone)]
 pub struct Source {
-    loc: Location_,
+    loc: RepoPlace,
     pub branch: String,
     pub path: String,
 }
@@ -92,9 +92,9 @@ impl Source {
     pub fn new(repo: &str, branch: &str, path: &str, cache_dir: &Path) -> Source {
         let local = Path::new(repo);
         let loc = if local.exists() {
-            Location_::Local(local.to_path_buf())
+            RepoPlace::Local(local.to_path_buf())
         } else {
-            Location_::Remote {
+            RepoPlace::Remote {
                 url: repo.to_string(),
                 mirror: cache_dir.join("mirror.git"),
             }
@@ -107,20 +107,20 @@ impl Source {
     }
 
     pub fn is_local(&self) -> bool {
-        matches!(self.loc, Location_::Local(_))
+        matches!(self.loc, RepoPlace::Local(_))
     }
 
     pub fn display(&self) -> String {
         match &self.loc {
-            Location_::Local(p) => p.display().to_string(),
-            Location_::Remote { url, .. } => redact_url(url),
+            RepoPlace::Local(p) => p.display().to_string(),
+            RepoPlace::Remote { url, .. } => redact_url(url),
         }
     }
 
     fn git_dir(&self) -> &Path {
         match &self.loc {
-            Location_::Local(p) => p,
-            Location_::Remote { mirror, .. } => mirror,
+            RepoPlace::Local(p) => p,
+            RepoPlace::Remote { mirror, .. } => mirror,
         }
     }
 
@@ -146,7 +146,7 @@ impl Source {
 
     /// For a remote: fetch the branch into the mirror (created on first use).
     pub async fn fetch(&self) -> Result<(), SourceError> {
-        let Location_::Remote { url, mirror } = &self.loc else {
+        let RepoPlace::Remote { url, mirror } = &self.loc else {
             return Ok(());
         };
         if !mirror.join("HEAD").exists() {
@@ -207,8 +207,7 @@ impl Source {
             }
             Err(e) => return Err(e),
         };
-        let mut parsed = Vec::new();
-        let mut files = BTreeMap::new();
+        let mut snapshot = SnapshotBuilder::default();
         for entry in listing.split(|b| *b == 0).filter(|e| !e.is_empty()) {
             let entry = String::from_utf8_lossy(entry);
             // "<mode> <type> <object> <size>\t<name>"
@@ -223,41 +222,14 @@ impl Source {
             if !desired::is_desired_state_file(&rel) {
                 continue;
             }
-            let env = desired::stem_of(&rel);
             let size: usize = fields.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
-            if size > MAX_FILE_BYTES {
-                files.insert(
-                    env,
-                    FileState::Invalid(vec![Problem {
-                        path: rel,
-                        at: Location { line: 1, col: 1 },
-                        message: format!("file is {size} bytes, over the {MAX_FILE_BYTES} byte limit for a desired-state file"),
-                    }]),
-                );
+            if snapshot.too_large(&rel, size) {
                 continue;
             }
             let blob = self.git(&["cat-file", "blob", fields[2]]).await?;
-            let state = match String::from_utf8(blob) {
-                Err(_) => FileState::Invalid(vec![Problem {
-                    path: rel.clone(),
-                    at: Location { line: 1, col: 1 },
-                    message: "file is not UTF-8; save it as UTF-8".into(),
-                }]),
-                Ok(text) => match desired::parse(&rel, &text) {
-                    Ok(s) => {
-                        parsed.push((rel.clone(), s.clone()));
-                        FileState::Valid(Box::new(s))
-                    }
-                    Err(p) => FileState::Invalid(p),
-                },
-            };
-            files.insert(env, state);
+            snapshot.add(rel, Some(blob));
         }
-        apply_set_problems(&mut files, &parsed);
-        Ok(Snapshot {
-            revision: revision.to_string(),
-            files,
-        })
+        Ok(snapshot.finish(revision.to_string()))
     }
 
     /// One read of the source: fetch (remote), resolve the head, parse.
@@ -274,18 +246,69 @@ impl Source {
     }
 }
 
-/// Promotion problems across files (`desired::check_set`) make the files that have them
-/// invalid.
-pub fn apply_set_problems(
-    files: &mut BTreeMap<String, FileState>,
-    parsed: &[(PathBuf, DesiredState)],
-) {
-    for problem in desired::check_set(parsed) {
-        let env = desired::stem_of(&problem.path);
-        match files.get_mut(&env) {
-            Some(FileState::Invalid(p)) => p.push(problem),
-            Some(slot) => *slot = FileState::Invalid(vec![problem]),
-            None => {}
+/// Collects the files of one revision into a `Snapshot`, with the same checks whatever the
+/// source (git or GitHub's contents API).
+#[derive(Default)]
+pub struct SnapshotBuilder {
+    files: BTreeMap<String, FileState>,
+    parsed: Vec<(PathBuf, DesiredState)>,
+}
+
+impl SnapshotBuilder {
+    fn invalid(&mut self, rel: PathBuf, message: String) {
+        let env = desired::stem_of(&rel);
+        self.files.insert(
+            env,
+            FileState::Invalid(vec![Problem {
+                path: rel,
+                at: Location { line: 1, col: 1 },
+                message,
+            }]),
+        );
+    }
+
+    /// Records a file over the size limit as invalid, before it is read; true if it was.
+    pub fn too_large(&mut self, rel: &Path, size: usize) -> bool {
+        if size <= MAX_FILE_BYTES {
+            return false;
+        }
+        self.invalid(
+            rel.to_path_buf(),
+            format!("file is {size} bytes, over the {MAX_FILE_BYTES} byte limit for a desired-state file"),
+        );
+        true
+    }
+
+    /// Parses and validates one file's bytes (`None`: the source could not decode them).
+    pub fn add(&mut self, rel: PathBuf, bytes: Option<Vec<u8>>) {
+        let Some(text) = bytes.and_then(|b| String::from_utf8(b).ok()) else {
+            return self.invalid(rel, "file is not UTF-8 text; save it as UTF-8".into());
+        };
+        let env = desired::stem_of(&rel);
+        let state = match desired::parse(&rel, &text) {
+            Ok(s) => {
+                self.parsed.push((rel, s.clone()));
+                FileState::Valid(Box::new(s))
+            }
+            Err(p) => FileState::Invalid(p),
+        };
+        self.files.insert(env, state);
+    }
+
+    /// Promotion problems across files (`desired::check_set`) make the files that have them
+    /// invalid.
+    pub fn finish(mut self, revision: String) -> Snapshot {
+        for problem in desired::check_set(&self.parsed) {
+            let env = desired::stem_of(&problem.path);
+            match self.files.get_mut(&env) {
+                Some(FileState::Invalid(p)) => p.push(problem),
+                Some(slot) => *slot = FileState::Invalid(vec![problem]),
+                None => {}
+            }
+        }
+        Snapshot {
+            revision,
+            files: self.files,
         }
     }
 }

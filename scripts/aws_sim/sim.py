@@ -18,6 +18,7 @@ Run: python sim.py --port 4566 (0 picks a free port; the chosen URL is printed o
 """
 
 import argparse
+import collections
 import datetime as dt
 import json
 import logging
@@ -27,7 +28,6 @@ import socket
 import sys
 import threading
 import time
-from urllib.parse import urlparse
 
 import cbor2
 from moto.ecs.models import ecs_backends
@@ -67,6 +67,7 @@ class State:
             self.behaviours = {}  # image tag -> {"kind": ..., "seconds": ...}
             self.faults = []  # list of Fault
             self.calls = {}  # "ecs:DescribeServices" -> count
+            self.call_log = collections.deque(maxlen=20000)  # (unix time, "ecs:DescribeServices")
             self.deployments = {}  # deployment id -> {"start": monotonic, "running": n}
             self.stable_td = {}  # service arn -> task definition arn of last completed deployment
             self.regions = set()
@@ -430,6 +431,7 @@ class App:
         region = region_of(environ)
         with STATE.lock:
             STATE.calls[name] = STATE.calls.get(name, 0) + 1
+            STATE.call_log.append((time.time(), name))
             fault = next((f for f in STATE.faults if f.matches(name, region) and f.fire()), None)
         if fault is not None:
             if fault.kind == "latency":
@@ -561,7 +563,10 @@ class App:
             if what == "calls":
                 if method == "DELETE":
                     STATE.calls = {}
+                    STATE.call_log.clear()
                 return STATE.calls
+            if what == "calls/log":
+                return [{"at": t, "operation": op} for t, op in STATE.call_log]
         return None
 
 

@@ -1,0 +1,230 @@
+"""Benchmarks of ecs-gitops' reaction times and steady-state cost, against the simulator.
+
+Started by scripts/bench. Latencies are measured from the AWS side: the simulator logs the
+wall-clock time of every call, so "commit to first AWS call" is the time from `git commit`
+returning to the first DescribeServices the daemon sends. Prints medians and p90s, and ratios
+measured in the same run; the machine is shared and noisy, so read the ratios.
+"""
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import urllib.request
+
+import simkit
+
+REGION = "me-south-1"
+
+
+def sha(n):
+    return f"{n:02x}" * 20
+
+
+def yaml(env, cluster, release, services, bake="1s", extra=""):
+    s = f"environment: {env}\nregion: {REGION}\ncluster: {cluster}\nrelease: {release}\nservices:\n"
+    for name in services:
+        s += f"  {name}:\n    repository: app\n    container: app\n"
+    s += f"verify:\n  alarms: [app-5xx]\n  bake: {bake}\n  rollout_timeout: 30s\n{extra}"
+    return s
+
+
+def first_call_after(sim, t0, operation, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for c in sim.control("calls/log"):
+            if c["operation"] == operation and c["at"] >= t0:
+                return c["at"] - t0
+        time.sleep(0.01)
+    raise simkit.Failed(f"no {operation} within {timeout}s")
+
+
+def wait(pred, what, timeout=60.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise simkit.Failed(f"timed out waiting for {what}")
+
+
+def summary(name, samples, unit="ms", scale=1000.0):
+    xs = sorted(x * scale for x in samples)
+    p90 = xs[min(len(xs) - 1, int(len(xs) * 0.9))]
+    print(f"  {name:<58} median {statistics.median(xs):8.1f} {unit}   p90 {p90:8.1f} {unit}   n={len(xs)}", flush=True)
+    return statistics.median(xs)
+
+
+class World:
+    def __init__(self, tmp, services=("web",)):
+        self.tmp = tmp
+        os.makedirs(tmp, exist_ok=True)
+        self.sim = simkit.Sim(os.path.join(tmp, "sim.log"))
+        self.sim.control("config", {"rollout_seconds": 0.3, "task_fail_seconds": 0.1})
+        self.ecs, self.ecr, self.cw = (self.sim.client(n, REGION) for n in ("ecs", "ecr", "cloudwatch"))
+        self.ecs.create_cluster(clusterName="c")
+        simkit.put_images(self.ecr, "app", [sha(n) for n in range(1, 40)])
+        for name in services:
+            simkit.create_service(self.ecs, "c", name, name, simkit.image_uri(REGION, "app", sha(1)))
+        self.cw.put_metric_alarm(AlarmName="app-5xx", MetricName="HTTPCode_Target_5XX_Count",
+                                 Namespace="AWS/ApplicationELB", Statistic="Sum", Period=60,
+                                 EvaluationPeriods=1, Threshold=5.0, ComparisonOperator="GreaterThanThreshold")
+        self.repo = simkit.Repo(os.path.join(tmp, "repo"))
+        self.services = services
+        self.daemons = []
+
+    def daemon(self, repo=None, **kw):
+        d = simkit.Daemon(repo or self.repo.path, self.sim.env(REGION), os.path.join(self.tmp, f"daemon{len(self.daemons)}.log"), **kw)
+        self.daemons.append(d)
+        return d
+
+    def stop(self):
+        for d in self.daemons:
+            d.stop()
+        self.sim.stop()
+
+
+def passes(d):
+    e = d.env("prod")
+    return e["passes"] if e else 0
+
+
+def bench_commit_latency(tmp, n):
+    """Local repository, watched: commit -> first AWS call, against polling a remote."""
+    w = World(tmp)
+    try:
+        w.repo.write("prod", yaml("prod", "c", sha(1), w.services))
+        w.repo.commit("start")
+        d = w.daemon(interval="60s")
+        wait(lambda: (d.env("prod") or {}).get("phase") == "InSync", "InSync")
+        local = []
+        for i in range(n):
+            p = passes(d)
+            w.repo.write("prod", yaml("prod", "c", sha(1), w.services) + f"# change {i}\n")
+            w.repo.commit(f"change {i}")
+            t0 = time.time()
+            local.append(first_call_after(w.sim, t0, "ecs:DescribeServices"))
+            wait(lambda: passes(d) > p, "the pass to finish")
+        d.stop()
+
+        secret = "bench-webhook-secret"
+        secret_file = os.path.join(tmp, "secret")
+        with open(secret_file, "w") as f:
+            f.write(secret)
+        d = w.daemon(repo=f"file://{w.repo.path}", interval="60s", extra=("--github-webhook-secret-file", secret_file))
+        wait(lambda: (d.env("prod") or {}).get("phase") == "InSync", "InSync (webhook daemon)")
+        hook = []
+        for i in range(n):
+            p = passes(d)
+            w.repo.write("prod", yaml("prod", "c", sha(1), w.services) + f"# hook {i}\n")
+            rev = w.repo.commit(f"hook {i}")
+            body = json.dumps({"ref": "refs/heads/main", "after": rev}).encode()
+            sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            req = urllib.request.Request(d.url + "/hooks/github", data=body, method="POST", headers={
+                "Content-Type": "application/json", "X-GitHub-Event": "push", "X-Hub-Signature-256": sig})
+            t0 = time.time()
+            urllib.request.urlopen(req, timeout=5).read()
+            hook.append(first_call_after(w.sim, t0, "ecs:DescribeServices"))
+            wait(lambda: passes(d) > p, "the pass to finish")
+        d.stop()
+
+        poll = []
+        d = w.daemon(repo=f"file://{w.repo.path}", interval="10s")
+        wait(lambda: (d.env("prod") or {}).get("phase") == "InSync", "InSync (polling daemon)")
+        for i in range(max(3, n // 4)):
+            p = passes(d)
+            w.repo.write("prod", yaml("prod", "c", sha(1), w.services) + f"# poll {i}\n")
+            rev = w.repo.commit(f"poll {i}")
+            t0 = time.time()
+            wait(lambda: d.status()["source_revision"] == rev, "the polled commit", timeout=30)
+            poll.append(first_call_after(w.sim, t0, "ecs:DescribeServices"))
+            wait(lambda: passes(d) > p, "the pass to finish")
+        print("reaction to a desired-state commit (commit or webhook -> first DescribeServices):")
+        a = summary("local repository, inotify (--interval 60s)", local)
+        b = summary("remote repository + signed push webhook (--interval 60s)", hook)
+        c = summary("remote repository, polled (--interval 10s, no webhook)", poll)
+        print(f"  polling / inotify: {c / a:.0f}x   polling / webhook: {c / b:.0f}x")
+    finally:
+        w.stop()
+
+
+def bench_alarm_reaction(tmp, n):
+    """During a bake: alarm set to ALARM -> first UpdateService of the rollback."""
+    w = World(tmp)
+    try:
+        w.repo.write("prod", yaml("prod", "c", sha(1), w.services, bake="60s"))
+        w.repo.commit("start")
+        d = w.daemon(interval="10s")
+        wait(lambda: (d.env("prod") or {}).get("phase") == "InSync", "InSync")
+        samples = []
+        for i in range(n):
+            w.repo.write("prod", yaml("prod", "c", sha(2 + i), w.services, bake="60s"))
+            w.repo.commit(f"release {i}")
+            wait(lambda: (d.env("prod") or {}).get("phase") == "Baking", "Baking")
+            t0 = time.time()
+            w.cw.set_alarm_state(AlarmName="app-5xx", StateValue="ALARM", StateReason="bench")
+            samples.append(first_call_after(w.sim, t0, "ecs:UpdateService"))
+            wait(lambda: (d.env("prod") or {}).get("phase") == "Rejected", "Rejected")
+            w.cw.set_alarm_state(AlarmName="app-5xx", StateValue="OK", StateReason="bench")
+        print("reaction to an alarm during a bake (alarm -> rollback UpdateService; in-flight poll every 2 s):")
+        summary("alarm to rollback", samples, unit="s", scale=1.0)
+    finally:
+        w.stop()
+
+
+def bench_steady_state(tmp, services):
+    """In sync with many services: API calls and time per pass, memory."""
+    names = [f"svc{i:03d}" for i in range(services)]
+    w = World(tmp, services=names)
+    try:
+        w.repo.write("prod", yaml("prod", "c", sha(1), names))
+        w.repo.commit("start")
+        d = w.daemon(interval="1s")
+        wait(lambda: (d.env("prod") or {}).get("phase") == "InSync", "InSync", timeout=120)
+        wait(lambda: passes(d) >= 3, "a few passes")
+
+        def hist():
+            total = count = 0.0
+            for line in d.metrics().splitlines():
+                if line.startswith('ecs_gitops_reconcile_duration_seconds_sum{environment="prod"}'):
+                    total = float(line.split()[-1])
+                if line.startswith('ecs_gitops_reconcile_duration_seconds_count{environment="prod"}'):
+                    count = float(line.split()[-1])
+            return total, count
+
+        urllib.request.urlopen(urllib.request.Request(w.sim.url + "/_sim/calls", method="DELETE")).read()
+        p0, (s0, c0) = passes(d), hist()
+        wait(lambda: passes(d) >= p0 + 10, "10 passes", timeout=60)
+        p1, (s1, c1) = passes(d), hist()
+        calls = w.sim.control("calls")
+        writes = sum(v for k, v in calls.items() if k.split(":")[1] in ("UpdateService", "RegisterTaskDefinition", "TagResource", "UntagResource"))
+        per = (p1 - p0) or 1
+        print(f"steady state, {services} services in sync ({p1 - p0} passes, --interval 1s):")
+        print(f"  AWS calls per pass: {sum(calls.values()) / per:.1f} (DescribeServices {calls.get('ecs:DescribeServices', 0) / per:.1f}); write calls: {writes}")
+        print(f"  pass duration (mean of {c1 - c0:.0f}): {1000 * (s1 - s0) / max(c1 - c0, 1):.1f} ms; daemon RSS {d.rss_kib() / 1024:.1f} MiB")
+    finally:
+        w.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser(description="ecs-gitops benchmarks")
+    ap.add_argument("--samples", type=int, default=20)
+    ap.add_argument("--services", type=int, default=100)
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="ecs-gitops-bench-")
+    try:
+        bench_commit_latency(os.path.join(tmp, "a"), args.samples)
+        bench_alarm_reaction(os.path.join(tmp, "b"), max(3, args.samples // 4))
+        bench_steady_state(os.path.join(tmp, "c"), args.services)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
