@@ -632,12 +632,15 @@ impl Ctx<'_> {
             let base = self.last_good_td(r, name);
             let release = d.release_of(name).clone();
             if self.release_of_td(&base) == Some(&release) {
-                // Going back to what last good already carries: no new revision needed.
-                p.actions.push(Action::Update {
-                    service: name.clone(),
-                    task_definition: base,
-                    why: UpdateWhy::Restore,
-                });
+                // Last good already carries this service's release: no new revision, and no
+                // new deployment unless the service runs something else.
+                if self.obs.services.get(name).map(ServiceState::current) != Some(base.as_str()) {
+                    p.actions.push(Action::Update {
+                        service: name.clone(),
+                        task_definition: base,
+                        why: UpdateWhy::Restore,
+                    });
+                }
                 continue;
             }
             p.actions.push(Action::Deploy {
@@ -742,9 +745,9 @@ impl Ctx<'_> {
     fn target_td(&self, r: &Record, name: &str, s: &ServiceState) -> Option<String> {
         r.service(name).target_task_definition.or_else(|| {
             let want = self.desired.release_of(name);
-            (self.release_of_td(s.current()) == Some(want)
-                && Some(s.current()) != r.service(name).last_good_task_definition.as_deref())
-            .then(|| s.current().to_string())
+            // Already carries the wanted release (also when that is last good, as for a
+            // service whose `release:` override did not change).
+            (self.release_of_td(s.current()) == Some(want)).then(|| s.current().to_string())
         })
     }
 
@@ -785,6 +788,9 @@ impl Ctx<'_> {
             if let Some(p) = s.primary()
                 && p.task_definition == target
                 && p.failed_tasks >= CRASH_LOOP_FAILED_TASKS
+                // ECS keeps counting tasks that failed and were replaced; only tasks still
+                // missing make it a crash loop.
+                && p.running < p.desired
             {
                 return Some((
                     Reason::CrashLoop,

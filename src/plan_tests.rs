@@ -28,6 +28,18 @@ fn desired(release: char, extra: &str) -> DesiredState {
     desired::parse(Path::new("desired-state/prod.yaml"), &text).unwrap()
 }
 
+trait Override {
+    fn with_override(self, c: char) -> DesiredState;
+}
+
+impl Override for DesiredState {
+    /// `web` pinned to release `c` with a per-service `release:`.
+    fn with_override(mut self, c: char) -> DesiredState {
+        self.services.get_mut("web").unwrap().release = Some(rel(c));
+        self
+    }
+}
+
 fn steady(td: &str) -> ServiceState {
     ServiceState {
         arn: "arn:aws:ecs:me-south-1:123456789012:service/c/web".into(),
@@ -344,6 +356,30 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &["update web web:1"],
             says: "crash_loop",
+        },
+        Case {
+            name: "failed tasks that were replaced are not a crash loop",
+            desired: desired('b', ""),
+            observed: observed({
+                let mut s = steady(NEW);
+                s.deployments[0].failed_tasks = 4;
+                s
+            }),
+            record: Some(record(Phase::Baking, 0, Some('b'), Some(NEW))),
+            now: 30,
+            phase: Phase::Baking,
+            actions: &[],
+            says: "alarms and health OK",
+        },
+        Case {
+            name: "a service whose override already runs its release is not redeployed",
+            desired: desired('b', "").with_override('a'),
+            observed: observed(steady(GOOD)),
+            record: Some(record(Phase::Deploying, 0, Some('b'), None)),
+            now: 5,
+            phase: Phase::Baking,
+            actions: &[],
+            says: "rollout of bbbbbbb complete",
         },
         Case {
             name: "Deploying -> RollingBack when ECS' circuit breaker rolled back (never success)",
