@@ -223,7 +223,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match rt.block_on(async_main(command)) {
+            let result = rt.block_on(async_main(command));
+            // A DNS lookup runs on a blocking thread that cannot be cancelled; do not let one
+            // that hangs keep a stopped daemon alive.
+            rt.shutdown_timeout(Duration::from_secs(5));
+            match result {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -423,7 +423,11 @@ pub async fn run(
 fn start_watcher(dir: &Path, trigger: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
     let handler = move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
+        // Reads are reported too (inotify's open/access/close-nowrite), and the source's own
+        // `git` reads would then wake it again and again: only changes count.
+        if let Ok(ev) = res.as_ref()
+            && !ev.kind.is_access()
+        {
             // Object writes come before the ref update and are many; anything else may be a commit.
             let relevant = ev
                 .paths

@@ -751,6 +751,15 @@ async fn steady_state_makes_no_write_calls_and_batches_describes() {
         after - before
     );
     assert_eq!(describes % 2, 0, "{calls:?}");
+    // The watcher must not wake the source on the source's own git reads.
+    let unchanged = counter(
+        &d.metrics(),
+        r#"ecs_gitops_git_fetches_total{outcome="unchanged"}"#,
+    );
+    assert!(
+        unchanged < 40.0,
+        "{unchanged} reads of an unchanged repository in a few seconds"
+    );
     let others: Vec<&String> = calls
         .keys()
         .filter(|k| *k != "ecs:DescribeServices")
