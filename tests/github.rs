@@ -284,6 +284,20 @@ async fn webhooks_are_refused_when_no_secret_is_configured() {
     assert_eq!(code, 404, "{text}");
 }
 
+/// A GitHub mock and a world with `prod` (cluster `prod`, service `web` on sha(1)), images
+/// sha(1..=3) and the alarm `web-5xx`.
+async fn prod_world() -> (GitHubMock, World) {
+    let mock = GitHubMock::start();
+    let w = World::new().await;
+    w.cluster("prod").await;
+    w.service("prod", "web", "web", &sha(1), false).await;
+    for n in 1..=3 {
+        w.image("web", &sha(n)).await;
+    }
+    w.alarm("web-5xx").await;
+    (mock, w)
+}
+
 fn github_args<'a>(mock: &'a GitHubMock, token: &'a str) -> Vec<&'a str> {
     vec![
         "--github-repo",
@@ -417,14 +431,7 @@ async fn deployment_statuses_follow_what_really_happened_and_the_tag_is_made_onc
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_superseded_rollout_becomes_inactive() {
-    let mock = GitHubMock::start();
-    let w = World::new().await;
-    w.cluster("prod").await;
-    w.service("prod", "web", "web", &sha(1), false).await;
-    for n in 1..=3 {
-        w.image("web", &sha(n)).await;
-    }
-    w.alarm("web-5xx").await;
+    let (mock, w) = prod_world().await;
     w.sim.behaviour(&sha(2), "slow", Some(30.0));
     w.commit("prod", &prod("prod", "prod", &sha(1), "1s"));
     let dir = tempfile::tempdir().unwrap();
@@ -511,14 +518,7 @@ async fn github_as_the_source_follows_new_commits_with_conditional_requests() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_github_outage_changes_neither_the_outcome_nor_the_timing_of_a_rollout() {
-    let mock = GitHubMock::start();
-    let w = World::new().await;
-    w.cluster("prod").await;
-    w.service("prod", "web", "web", &sha(1), false).await;
-    for n in 1..=3 {
-        w.image("web", &sha(n)).await;
-    }
-    w.alarm("web-5xx").await;
+    let (mock, w) = prod_world().await;
     w.commit("prod", &prod("prod", "prod", &sha(1), "2s"));
     let dir = tempfile::tempdir().unwrap();
     let token = secret_file(&dir, "token", TOKEN);

@@ -548,25 +548,7 @@ async fn a_newer_commit_supersedes_an_in_flight_rollout() {
 }
 
 async fn hand_update(w: &World) -> String {
-    let td = w
-        .ecs
-        .register_task_definition()
-        .family("web")
-        .container_definitions(
-            aws_sdk_ecs::types::ContainerDefinition::builder()
-                .name("app")
-                .image(image_uri("web", "hand-built"))
-                .memory(256)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .task_definition()
-        .unwrap()
-        .task_definition_arn()
-        .unwrap()
-        .to_string();
+    let td = support::world::register(&w.ecs, "web", &image_uri("web", "hand-built")).await;
     w.ecs
         .update_service()
         .cluster("c")
@@ -804,27 +786,8 @@ async fn a_failing_environment_never_stalls_another() {
         .send()
         .await
         .unwrap();
-    let td = ecs2
-        .register_task_definition()
-        .family("api")
-        .container_definitions(
-            aws_sdk_ecs::types::ContainerDefinition::builder()
-                .name("app")
-                .image(format!(
-                    "123456789012.dkr.ecr.{other}.amazonaws.com/api:{}",
-                    sha(1)
-                ))
-                .memory(256)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .task_definition()
-        .unwrap()
-        .task_definition_arn()
-        .unwrap()
-        .to_string();
+    let image = format!("123456789012.dkr.ecr.{other}.amazonaws.com/api:{}", sha(1));
+    let td = support::world::register(&ecs2, "api", &image).await;
     ecs2.create_service()
         .cluster("c2")
         .service_name("api")

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatch::types::{ComparisonOperator, StateValue, Statistic};
 use aws_sdk_ecs::error::ProvideErrorMetadata;
-use aws_sdk_ecs::types::{
-    ContainerDefinition, DeploymentCircuitBreaker, DeploymentConfiguration, Service,
-};
+use aws_sdk_ecs::types::{DeploymentCircuitBreaker, DeploymentConfiguration, Service};
 use support::{Sim, wait_for_async};
 
 const REGION: &str = "eu-west-1";
@@ -19,25 +17,8 @@ async fn ecs(sim: &Sim) -> aws_sdk_ecs::Client {
 }
 
 async fn register(ecs: &aws_sdk_ecs::Client, family: &str, tag: &str) -> String {
-    ecs.register_task_definition()
-        .family(family)
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name("app")
-                .image(format!(
-                    "123456789012.dkr.ecr.{REGION}.amazonaws.com/app:{tag}"
-                ))
-                .memory(256)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .task_definition()
-        .unwrap()
-        .task_definition_arn()
-        .unwrap()
-        .to_string()
+    let image = format!("123456789012.dkr.ecr.{REGION}.amazonaws.com/app:{tag}");
+    support::world::register(ecs, family, &image).await
 }
 
 async fn describe(ecs: &aws_sdk_ecs::Client, service: &str) -> Service {

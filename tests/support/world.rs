@@ -275,6 +275,27 @@ impl World {
     }
 }
 
+/// Registers a one-container (`app`) task definition; returns its ARN.
+pub async fn register(ecs: &aws_sdk_ecs::Client, family: &str, image: &str) -> String {
+    ecs.register_task_definition()
+        .family(family)
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("app")
+                .image(image)
+                .memory(256)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .unwrap()
+        .task_definition_arn()
+        .unwrap()
+        .to_string()
+}
+
 pub fn image_uri(repo: &str, tag: &str) -> String {
     format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{repo}:{tag}")
 }
