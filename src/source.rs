@@ -60,30 +60,42 @@ impl Snapshot {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum RepoPlace {
     Local(PathBuf),
     Remote { url: String, mirror: PathBuf },
 }
 
-#[derive(Debug, Clone)]
+/// Not `Debug`: a remote URL may carry a token.
+#[derive(Clone)]
 pub struct Source {
     loc: RepoPlace,
     pub branch: String,
     pub path: String,
 }
 
-/// What `--repo` names, shown in messages. A remote URL may carry credentials
-/// (`https://user:token@host/...`), so only its scheme, host and path are shown.
-pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
+/// Text with the credentials of any URL in it removed (`https://user:token@host/x` becomes
+/// `https://***@host/x`): `--repo` URLs and git's error messages may carry a token.
+pub fn redact_url(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '\'' || c == '"')
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&tail[at..end]);
+            }
+            None => out.push_str(&tail[..end]),
         }
-        _ => url.to_string(),
+        rest = &tail[end..];
     }
+    out.push_str(rest);
+    out
 }
 
 impl Source {
@@ -450,5 +462,30 @@ fn start_watcher(dir: &Path, trigger: Arc<Notify>) -> Option<notify::Recommended
             tracing::warn!(error = %e, "no file watcher; polling every interval");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_removed_wherever_they_appear() {
+        assert_eq!(
+            redact_url("https://bot:ghp_s3cret@github.com/acme/desired.git"),
+            "https://***@github.com/acme/desired.git"
+        );
+        let err =
+            "fatal: unable to access 'https://x-access-token:ghs_abc@github.com/acme/d.git/': 403";
+        let red = redact_url(err);
+        assert!(
+            !red.contains("ghs_abc") && red.contains("github.com/acme/d.git"),
+            "{red}"
+        );
+        assert_eq!(redact_url("/srv/desired-state"), "/srv/desired-state");
+        assert_eq!(
+            redact_url("ssh://git@host/x and http://h/y"),
+            "ssh://***@host/x and http://h/y"
+        );
     }
 }
