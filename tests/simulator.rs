@@ -108,23 +108,28 @@ async fn update_service_starts_a_deployment_that_completes() {
 }
 
 #[tokio::test]
-async fn a_quick_second_update_leaves_one_primary_and_one_active_that_drains() {
+async fn two_quick_updates_leave_one_primary_and_one_active_that_drains() {
     let sim = Sim::start();
     sim.config(r#"{"rollout_seconds": 0.3}"#);
     sim.behaviour("two", "slow", Some(3.0));
+    sim.behaviour("three", "slow", Some(3.0));
     let ecs = ecs(&sim).await;
     let td1 = register(&ecs, "web", "one").await;
     service(&ecs, "web", "web:1", 4, false).await;
     steady(&ecs, "web", &td1).await;
     let td2 = register(&ecs, "web", "two").await;
-    ecs.update_service()
-        .cluster("c")
-        .service("web")
-        .task_definition(&td2)
-        .send()
-        .await
-        .unwrap();
-    // Mid-rollout: one PRIMARY on the new revision, one ACTIVE on the old, counts add up.
+    let td3 = register(&ecs, "web", "three").await;
+    for td in [&td2, &td3] {
+        ecs.update_service()
+            .cluster("c")
+            .service("web")
+            .task_definition(td)
+            .send()
+            .await
+            .unwrap();
+    }
+    // The second update replaced the first before any of its tasks ran: one PRIMARY on the
+    // newest revision, one ACTIVE (the old one) draining as the new tasks come up.
     let mid = wait_for_async(
         Duration::from_secs(10),
         "half-way through the rollout",
@@ -137,13 +142,13 @@ async fn a_quick_second_update_leaves_one_primary_and_one_active_that_drains() {
     .await;
     let d = mid.deployments();
     assert_eq!(d[0].status(), Some("PRIMARY"));
-    assert_eq!(d[0].task_definition(), Some(td2.as_str()));
+    assert_eq!(d[0].task_definition(), Some(td3.as_str()));
     assert_eq!(d[1].status(), Some("ACTIVE"));
     assert_eq!(d[1].task_definition(), Some(td1.as_str()));
     assert_eq!(d[0].running_count() + d[1].running_count(), 4);
     assert_eq!(mid.running_count(), 4);
     assert!(d[1].running_count() < 4, "the old deployment drains");
-    steady(&ecs, "web", &td2).await;
+    steady(&ecs, "web", &td3).await;
 }
 
 #[tokio::test]

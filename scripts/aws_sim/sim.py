@@ -182,6 +182,10 @@ def start_deployment(service, td_arn):
         if d["status"] == "PRIMARY":
             d["status"] = "ACTIVE"
             STATE.deployments.setdefault(d["id"], {"start": time.monotonic(), "running": 0})["running"] = d["runningCount"]
+    # A deployment superseded before any of its tasks ran has nothing to drain; a FAILED one
+    # stays listed (as in ECS) until the deployment that replaces it completes.
+    service.deployments = [d for d in service.deployments
+                           if d["runningCount"] > 0 or d.get("rolloutState") == "FAILED"]
     dep = new_deployment(service, td_arn, service.desired_count)
     service.deployments.insert(0, dep)
     service.task_definition = td_arn
