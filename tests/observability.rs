@@ -468,3 +468,51 @@ async fn the_status_command_prints_a_table_and_json() {
     assert_eq!(unreachable.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("--url"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_remote_source_keeps_the_state_is_reported_and_makes_readyz_fail() {
+    let w = World::new().await;
+    w.cluster("c").await;
+    w.service("c", "web", "web", &sha(1), false).await;
+    w.commit("prod", &prod(&sha(1), "1s"));
+    let url = format!("file://{}", w.repo.path().display());
+    let d = w.start_repo(&url, &[]);
+    d.wait_phase("prod", "InSync", T);
+    wait_for(T, "ready", || {
+        (http("GET", &format!("{}/readyz", d.url), None).0 == 200).then_some(())
+    });
+    let revision = d.status()["source_revision"].clone();
+    // The remote goes away: every fetch fails.
+    let moved = w.repo.path().with_extension("moved");
+    std::fs::rename(w.repo.path(), &moved).unwrap();
+    let (code, body) = wait_for(T, "readyz to fail", || {
+        let r = http("GET", &format!("{}/readyz", d.url), None);
+        (r.0 == 503).then_some(r)
+    });
+    assert_eq!(code, 503);
+    assert!(body.contains("source failing"), "{body}");
+    let status = d.status();
+    assert!(
+        status["source_error"].as_str().unwrap().contains("fetch"),
+        "{status}"
+    );
+    assert_eq!(
+        status["source_revision"], revision,
+        "the last state is kept"
+    );
+    assert_eq!(d.env("prod").unwrap()["phase"], "InSync");
+    assert!(
+        d.metrics()
+            .contains(r#"ecs_gitops_git_fetches_total{outcome="error"}"#)
+    );
+    assert_eq!(
+        http("GET", &format!("{}/healthz", d.url), None).0,
+        200,
+        "still alive"
+    );
+    // Back: ready again.
+    std::fs::rename(&moved, w.repo.path()).unwrap();
+    wait_for(T, "ready again", || {
+        (http("GET", &format!("{}/readyz", d.url), None).0 == 200).then_some(())
+    });
+}
