@@ -533,26 +533,18 @@ impl Aws {
                 })
                 .await
                 .map_err(|e| format!("DescribeAlarms {}", e.class.as_str()))?;
-            use aws_sdk_cloudwatch::types::StateValue;
-            for a in out.metric_alarms() {
-                let Some(name) = a.alarm_name() else { continue };
-                let state = match a.state_value() {
-                    Some(StateValue::Alarm) => AlarmState::Alarm,
-                    Some(StateValue::Ok) => AlarmState::Ok,
-                    _ => AlarmState::InsufficientData,
-                };
-                if let Some(slot) = states.get_mut(name) {
-                    *slot = state;
-                }
-            }
-            for a in out.composite_alarms() {
-                let Some(name) = a.alarm_name() else { continue };
-                if let Some(slot) = states.get_mut(name) {
-                    *slot = match a.state_value() {
-                        Some(StateValue::Alarm) => AlarmState::Alarm,
-                        Some(StateValue::Ok) => AlarmState::Ok,
-                        _ => AlarmState::InsufficientData,
-                    };
+            let reported = out
+                .metric_alarms()
+                .iter()
+                .map(|a| (a.alarm_name(), a.state_value()))
+                .chain(
+                    out.composite_alarms()
+                        .iter()
+                        .map(|a| (a.alarm_name(), a.state_value())),
+                );
+            for (name, value) in reported {
+                if let Some(slot) = name.and_then(|n| states.get_mut(n)) {
+                    *slot = alarm_state(value);
                 }
             }
         }
@@ -836,6 +828,15 @@ impl Aws {
     ) -> Result<BTreeMap<String, BTreeMap<String, String>>, AwsError> {
         let (services, _) = self.describe_services(desired).await?;
         Ok(services.into_iter().map(|(n, s)| (n, s.tags)).collect())
+    }
+}
+
+fn alarm_state(value: Option<&aws_sdk_cloudwatch::types::StateValue>) -> AlarmState {
+    use aws_sdk_cloudwatch::types::StateValue;
+    match value {
+        Some(StateValue::Alarm) => AlarmState::Alarm,
+        Some(StateValue::Ok) => AlarmState::Ok,
+        _ => AlarmState::InsufficientData,
     }
 }
 

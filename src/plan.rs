@@ -623,12 +623,7 @@ impl Ctx<'_> {
         for s in p.record.services.values_mut() {
             s.target_task_definition = None;
         }
-        let account = self
-            .obs
-            .account
-            .clone()
-            .unwrap_or_else(|| "000000000000".into());
-        for (name, spec) in &d.services {
+        for name in d.services.keys() {
             let base = self.last_good_td(r, name);
             let release = d.release_of(name).clone();
             if self.release_of_td(&base) == Some(&release) {
@@ -643,16 +638,7 @@ impl Ctx<'_> {
                 }
                 continue;
             }
-            p.actions.push(Action::Deploy {
-                service: name.clone(),
-                base_task_definition: base,
-                container: spec.container.clone(),
-                image: format!(
-                    "{account}.dkr.ecr.{}.amazonaws.com/{}:{}",
-                    d.region, spec.repository, release
-                ),
-                release,
-            });
+            p.actions.push(self.deploy_action(r, name));
         }
         p.transition = Some(Transition {
             from: Some(r.phase),
@@ -663,6 +649,24 @@ impl Ctx<'_> {
             p.outcomes.push(Outcome::Superseded);
         }
         p
+    }
+
+    /// A new revision of `service`'s last good task definition carrying its desired image
+    /// `<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<release>`.
+    fn deploy_action(&self, r: &Record, service: &str) -> Action {
+        let spec = &self.desired.services[service];
+        let release = self.desired.release_of(service).clone();
+        let account = self.obs.account.as_deref().unwrap_or("000000000000");
+        Action::Deploy {
+            service: service.to_string(),
+            base_task_definition: self.last_good_td(r, service),
+            container: spec.container.clone(),
+            image: format!(
+                "{account}.dkr.ecr.{}.amazonaws.com/{}:{release}",
+                self.desired.region, spec.repository
+            ),
+            release,
+        }
     }
 
     /// A newer release named by git while one is in flight.
@@ -676,16 +680,7 @@ impl Ctx<'_> {
                 format!("git names last good {} again; restoring it", d.short()),
             );
             p.record.target = None;
-            for (n, s) in self.services() {
-                let good = self.last_good_td(r, n);
-                if s.current() != good {
-                    p.actions.push(Action::Update {
-                        service: n.clone(),
-                        task_definition: good,
-                        why: UpdateWhy::Restore,
-                    });
-                }
-            }
+            self.restore_last_good(&mut p, r, UpdateWhy::Restore);
             p.transition = Some(Transition {
                 from: Some(r.phase),
                 to: p.phase,
@@ -716,16 +711,7 @@ impl Ctx<'_> {
             ),
         );
         p.record.target = None;
-        for (n, s) in self.services() {
-            let good = self.last_good_td(r, n);
-            if s.current() != good {
-                p.actions.push(Action::Update {
-                    service: n.clone(),
-                    task_definition: good,
-                    why: UpdateWhy::Restore,
-                });
-            }
-        }
+        self.restore_last_good(&mut p, r, UpdateWhy::Restore);
         p.outcomes = gates
             .iter()
             .filter(|g| !g.passed)
@@ -822,23 +808,7 @@ impl Ctx<'_> {
                 None => {
                     // Intent recorded but UpdateService not seen (killed in between): redo it.
                     all_steady = false;
-                    let spec = &self.desired.services[n];
-                    let account = self
-                        .obs
-                        .account
-                        .clone()
-                        .unwrap_or_else(|| "000000000000".into());
-                    let release = self.desired.release_of(n).clone();
-                    p.actions.push(Action::Deploy {
-                        service: n.clone(),
-                        base_task_definition: self.last_good_td(r, n),
-                        container: spec.container.clone(),
-                        image: format!(
-                            "{account}.dkr.ecr.{}.amazonaws.com/{}:{}",
-                            self.desired.region, spec.repository, release
-                        ),
-                        release,
-                    });
+                    p.actions.push(self.deploy_action(r, n));
                     waiting.push(format!("{n}: deploying"));
                 }
                 Some(td) => {
@@ -1017,7 +987,7 @@ impl Ctx<'_> {
         p.record.phase = Phase::RollingBack;
         p.record.since = self.now;
         p.record.rejected = Some((target, reason));
-        self.rollback_actions(&mut p, r);
+        self.restore_last_good(&mut p, r, UpdateWhy::Rollback);
         p.transition = Some(Transition {
             from: Some(r.phase),
             to: Phase::RollingBack,
@@ -1027,14 +997,15 @@ impl Ctx<'_> {
         p
     }
 
-    fn rollback_actions(&self, p: &mut Plan, r: &Record) {
+    /// Points every service that is not on its last good revision back at it.
+    fn restore_last_good(&self, p: &mut Plan, r: &Record, why: UpdateWhy) {
         for (n, s) in self.services() {
             let good = self.last_good_td(r, n);
             if s.current() != good {
                 p.actions.push(Action::Update {
                     service: n.clone(),
                     task_definition: good,
-                    why: UpdateWhy::Rollback,
+                    why,
                 });
             }
         }
@@ -1042,7 +1013,7 @@ impl Ctx<'_> {
 
     fn rolling_back(&self, r: &Record) -> Plan {
         let mut p = self.plan_base(r, Phase::RollingBack, String::new());
-        self.rollback_actions(&mut p, r);
+        self.restore_last_good(&mut p, r, UpdateWhy::Rollback);
         let pending: Vec<String> = self
             .services()
             .filter(|(n, s)| !s.steady_on(&self.last_good_td(r, n)))
