@@ -60,6 +60,17 @@ fn deliver(
     )
 }
 
+/// A delivery signed with the daemon's secret, as GitHub sends it.
+fn deliver_signed(d: &Daemon, event: &str, body: &str) -> (u16, String) {
+    deliver(
+        d,
+        event,
+        body,
+        Some(&sign(WEBHOOK_SECRET, body)),
+        "application/json",
+    )
+}
+
 fn push_event(branch: &str, after: &str) -> String {
     serde_json::json!({
         "ref": format!("refs/heads/{branch}"),
@@ -184,22 +195,10 @@ async fn a_signed_push_starts_a_pass_and_bad_deliveries_do_nothing() {
         "{{\"ref\":\"refs/heads/main\",\"pad\":\"{}\"}}",
         "x".repeat(1024 * 1024 + 10)
     );
-    let (code, _) = deliver(
-        &d,
-        "push",
-        &huge,
-        Some(&sign(WEBHOOK_SECRET, &huge)),
-        "application/json",
-    );
+    let (code, _) = deliver_signed(&d, "push", &huge);
     assert_eq!(code, 413);
     let other = push_event("feature", &rev);
-    let (code, text) = deliver(
-        &d,
-        "push",
-        &other,
-        Some(&sign(WEBHOOK_SECRET, &other)),
-        "application/json",
-    );
+    let (code, text) = deliver_signed(&d, "push", &other);
     assert_eq!(
         (code, text.trim()),
         (202, "not the watched branch; ignored")
@@ -216,13 +215,7 @@ async fn a_signed_push_starts_a_pass_and_bad_deliveries_do_nothing() {
     );
     assert_eq!((code, text.trim()), (200, "pong"));
     let issues = r#"{"action":"opened"}"#;
-    let (code, _) = deliver(
-        &d,
-        "issues",
-        issues,
-        Some(&sign(WEBHOOK_SECRET, issues)),
-        "application/json",
-    );
+    let (code, _) = deliver_signed(&d, "issues", issues);
     assert_eq!(code, 202);
     assert_eq!(
         fetches(&d),
@@ -232,13 +225,7 @@ async fn a_signed_push_starts_a_pass_and_bad_deliveries_do_nothing() {
     assert_eq!(d.status()["source_revision"], first);
 
     let start = Instant::now();
-    let (code, _) = deliver(
-        &d,
-        "push",
-        &body,
-        Some(&sign(WEBHOOK_SECRET, &body)),
-        "application/json",
-    );
+    let (code, _) = deliver_signed(&d, "push", &body);
     assert_eq!(code, 202);
     wait_for(T, "the pushed commit to be read", || {
         (d.status()["source_revision"] == rev.as_str()).then_some(())

@@ -3,23 +3,13 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::world::{World, git_out, sha};
 
 fn promote(w: &World) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ecs-gitops"))
+    support::world::binary(&w.sim.url)
         .args(["promote", "--from", "staging", "--to", "prod", "--repo"])
         .arg(w.repo.path())
-        .env("AWS_ENDPOINT_URL", &w.sim.url)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", support::world::REGION)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("GIT_AUTHOR_NAME", "test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
-        .env("GIT_COMMITTER_NAME", "test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+        .envs(support::world::GIT_IDENTITY)
         .output()
         .unwrap()
 }

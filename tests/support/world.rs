@@ -300,15 +300,34 @@ pub fn image_uri(repo: &str, tag: &str) -> String {
     format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{repo}:{tag}")
 }
 
+/// The identity of commits made by tests (and by `ecs-gitops promote` in tests).
+pub const GIT_IDENTITY: [(&str, &str); 4] = [
+    ("GIT_AUTHOR_NAME", "test"),
+    ("GIT_AUTHOR_EMAIL", "test@example.invalid"),
+    ("GIT_COMMITTER_NAME", "test"),
+    ("GIT_COMMITTER_EMAIL", "test@example.invalid"),
+];
+
+/// The real `ecs-gitops` binary configured for the simulator at `endpoint`, and for nothing
+/// else (no IMDS, no AWS config files of the machine).
+pub fn binary(endpoint: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecs-gitops"));
+    cmd.env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+    cmd
+}
+
 pub fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
         .args(args)
-        .env("GIT_AUTHOR_NAME", "test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
-        .env("GIT_COMMITTER_NAME", "test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+        .envs(GIT_IDENTITY)
         .output()
         .unwrap();
     assert!(
@@ -337,7 +356,7 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(endpoint: &str, repo: &std::ffi::OsStr, extra: &[&str]) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecs-gitops"));
+        let mut cmd = binary(endpoint);
         cmd.args(["run", "--repo"])
             .arg(repo)
             .args(["--listen", "127.0.0.1:0"])
@@ -347,13 +366,6 @@ impl Daemon {
                 &["--interval", "1s"][..]
             })
             .args(extra)
-            .env("AWS_ENDPOINT_URL", endpoint)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", REGION)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
             .env("RUST_LOG", "info,ecs_gitops=debug")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
