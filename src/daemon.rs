@@ -10,10 +10,11 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::Aws;
+use crate::controller::{self, AwsWorld, Shared, SystemClock};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
-use crate::reconcile::{self, Shared};
-use crate::source::{self, Origin, Source, SourceStatus};
+use crate::observe::{Observer, health::HealthChecker};
+use crate::source::{self, ContentsSource, Origin, Source, SourceStatus};
 use crate::status::Board;
 
 /// GitHub settings of `run` (all optional).
@@ -51,7 +52,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
         Some(name) => {
             let repo =
                 crate::github::RepoRef::parse(name).map_err(|e| anyhow::anyhow!("--repo: {e}"))?;
-            Origin::GitHub(Box::new(crate::github::ContentsSource::new(
+            Origin::GitHub(Box::new(ContentsSource::new(
                 github_client()?,
                 repo,
                 &opts.branch,
@@ -119,8 +120,15 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
         }
         None => None,
     };
+    let health = HealthChecker::new(Duration::from_secs(5))
+        .map_err(|e| anyhow::anyhow!("cannot build the HTTP client for health checks: {e}"))?;
+    let world = Arc::new(AwsWorld {
+        observer: Observer::new(aws, health),
+    });
     let shared = Shared {
-        aws,
+        observe: world.clone(),
+        apply: world,
+        clock: Arc::new(SystemClock),
         metrics,
         board,
         interval: opts.interval,
@@ -169,6 +177,6 @@ async fn reconcile_task(
     rx: watch::Receiver<SourceStatus>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    reconcile::run_environment(env, shared, rx, cancel).await;
+    controller::run_environment(env, shared, rx, cancel).await;
     Ok(())
 }

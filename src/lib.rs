@@ -1,21 +1,21 @@
 //! ecs-gitops: a reconciling controller that makes AWS ECS follow git.
 //!
-//! `desired` reads what git says; `plan` decides (pure); the `aws` layer observes and applies;
-//! `reconcile` runs the per-environment loop; `http` and `metrics` make it visible.
+//! The arrows point one way: `cli` and `daemon` drive the `controller`, whose pass is
+//! `observe` -> `plan` (pure) -> `apply`; those reach AWS through `aws` and git through
+//! `source`; everything reads `desired`. `record` is the state kept in AWS tags; `status`,
+//! `metrics` and `http` make it visible; `github` reports outward.
 
+pub mod apply;
 pub mod aws;
 pub mod cli;
+pub mod controller;
 pub mod daemon;
 pub mod desired;
 pub mod github;
-pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod observe;
 pub mod plan;
-pub mod promote;
-pub mod reconcile;
 pub mod record;
 pub mod source;
 pub mod status;
-pub mod validate;
-pub mod yaml;

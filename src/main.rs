@@ -195,7 +195,7 @@ fn main() -> ExitCode {
             } else {
                 paths
             };
-            let report = ecs_gitops::validate::validate_paths(&paths);
+            let report = ecs_gitops::desired::validate::validate_paths(&paths);
             for p in &report.problems {
                 println!("{p}");
             }
@@ -292,7 +292,7 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             repo,
             path,
         } => {
-            let p = ecs_gitops::promote::promote(&repo, &path, &from, &to).await?;
+            let p = ecs_gitops::cli::promote::promote(&repo, &path, &from, &to).await?;
             match p.commit {
                 Some(commit) => println!(
                     "{to}: release {} (verified in {from}) committed to {} as {}",

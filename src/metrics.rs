@@ -13,19 +13,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::record::{Phase, Reason};
-
-/// The gates, as in `plan::Gate::name`.
-pub const GATES: [&str; 4] = ["image", "alarm", "promotion", "service"];
-/// Kinds of reconcile errors, as in `aws::ApplyError::kind`.
-pub const ERROR_KINDS: [&str; 6] = [
-    "throttled",
-    "server_error",
-    "network_error",
-    "not_found",
-    "client_error",
-    "config",
-];
+use crate::record::{PhaseKind, Reason};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -243,8 +231,8 @@ impl Metrics {
     }
 
     /// Sets the phase gauge: 1 for `phase`, 0 for every other phase of the environment.
-    pub fn set_phase(&self, environment: &str, phase: Phase) {
-        for p in Phase::ALL {
+    pub fn set_phase(&self, environment: &str, phase: PhaseKind) {
+        for p in PhaseKind::ALL {
             self.phase
                 .with_label_values(&[environment, p.as_str()])
                 .set(i64::from(p == phase));
@@ -280,12 +268,14 @@ impl Metrics {
 
     /// Declares an environment's series from their fixed label sets, at 0, so dashboards and
     /// alerts see them before the first event.
-    pub fn init_environment(&self, environment: &str) {
-        for gate in GATES {
+    /// `gates` and `error_kinds` are the label sets of the enums that own them
+    /// (`plan::GateName`, `apply::ApplyError::KINDS`).
+    pub fn init_environment(&self, environment: &str, gates: &[&str], error_kinds: &[&str]) {
+        for gate in gates {
             self.gate_blocks.with_label_values(&[environment, gate]);
         }
         self.drift_corrections.with_label_values(&[environment]);
-        for kind in ERROR_KINDS {
+        for kind in error_kinds {
             self.reconcile_errors
                 .with_label_values(&[environment, kind]);
         }

@@ -31,8 +31,9 @@ pub const TAG_RELEASE: &str = "ecs-gitops:release";
 /// characters; five SHAs and separators fit).
 pub const VERIFIED_KEPT: usize = 5;
 
+/// The name of a phase: what metrics, tags and the status spell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Phase {
+pub enum PhaseKind {
     InSync,
     Blocked,
     Deploying,
@@ -42,45 +43,108 @@ pub enum Phase {
     Drifted,
 }
 
-impl Phase {
-    pub const ALL: [Phase; 7] = [
-        Phase::InSync,
-        Phase::Blocked,
-        Phase::Deploying,
-        Phase::Baking,
-        Phase::RollingBack,
-        Phase::Rejected,
-        Phase::Drifted,
+impl PhaseKind {
+    pub const ALL: [PhaseKind; 7] = [
+        PhaseKind::InSync,
+        PhaseKind::Blocked,
+        PhaseKind::Deploying,
+        PhaseKind::Baking,
+        PhaseKind::RollingBack,
+        PhaseKind::Rejected,
+        PhaseKind::Drifted,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Phase::InSync => "InSync",
-            Phase::Blocked => "Blocked",
-            Phase::Deploying => "Deploying",
-            Phase::Baking => "Baking",
-            Phase::RollingBack => "RollingBack",
-            Phase::Rejected => "Rejected",
-            Phase::Drifted => "Drifted",
+            PhaseKind::InSync => "InSync",
+            PhaseKind::Blocked => "Blocked",
+            PhaseKind::Deploying => "Deploying",
+            PhaseKind::Baking => "Baking",
+            PhaseKind::RollingBack => "RollingBack",
+            PhaseKind::Rejected => "Rejected",
+            PhaseKind::Drifted => "Drifted",
         }
     }
 
     /// Deploying, Baking and RollingBack are watched closely; the others wait for a change.
     pub fn in_flight(self) -> bool {
-        matches!(self, Phase::Deploying | Phase::Baking | Phase::RollingBack)
+        matches!(
+            self,
+            PhaseKind::Deploying | PhaseKind::Baking | PhaseKind::RollingBack
+        )
+    }
+}
+
+impl fmt::Display for PhaseKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PhaseKind {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        PhaseKind::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or(())
+    }
+}
+
+/// Where an environment is, with what that phase needs: a release in flight has a target, a
+/// rollback knows what it rolls back and why. A phase cannot be built without its data, so the
+/// decision never has to check for it at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    InSync,
+    /// A gate says no. Never written to the record: a gate that says no writes nothing.
+    Blocked,
+    Deploying {
+        target: Release,
+    },
+    Baking {
+        target: Release,
+    },
+    RollingBack {
+        release: Release,
+        reason: Reason,
+    },
+    Rejected {
+        release: Release,
+        reason: Reason,
+    },
+    Drifted,
+}
+
+impl Phase {
+    pub fn kind(&self) -> PhaseKind {
+        match self {
+            Phase::InSync => PhaseKind::InSync,
+            Phase::Blocked => PhaseKind::Blocked,
+            Phase::Deploying { .. } => PhaseKind::Deploying,
+            Phase::Baking { .. } => PhaseKind::Baking,
+            Phase::RollingBack { .. } => PhaseKind::RollingBack,
+            Phase::Rejected { .. } => PhaseKind::Rejected,
+            Phase::Drifted => PhaseKind::Drifted,
+        }
+    }
+
+    /// The release in flight (Deploying, Baking).
+    pub fn target(&self) -> Option<&Release> {
+        match self {
+            Phase::Deploying { target } | Phase::Baking { target } => Some(target),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        self.kind().as_str()
     }
 }
 
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Phase {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Phase::ALL.into_iter().find(|p| p.as_str() == s).ok_or(())
     }
 }
 
@@ -141,9 +205,12 @@ pub struct ServiceRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub phase: Phase,
+    /// When the phase began, kept to the millisecond (rounded up, so a bake is never cut short).
     pub since: SystemTime,
-    pub target: Option<Release>,
     pub last_good: Option<Release>,
+    /// The release held back after its rollback, with why. It outlives the RollingBack and
+    /// Rejected phases (a drift correction in between must not forget it) until git names
+    /// another release.
     pub rejected: Option<(Release, Reason)>,
     /// Most recent first.
     pub verified: Vec<Release>,
@@ -151,12 +218,24 @@ pub struct Record {
     pub services: BTreeMap<String, ServiceRecord>,
 }
 
+/// Why the tags on an environment's services cannot be read as a record: a phase written by a
+/// newer version, a mangled time, a phase without the data it needs. Never "no record".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the ecs-gitops record on service {service} cannot be read: tag {tag} = {value:?} {problem}"
+)]
+pub struct Unreadable {
+    pub service: String,
+    pub tag: &'static str,
+    pub value: String,
+    pub problem: &'static str,
+}
+
 impl Record {
     pub fn new(phase: Phase, since: SystemTime) -> Record {
         Record {
             phase,
-            since,
-            target: None,
+            since: ceil_millis(since),
             last_good: None,
             rejected: None,
             verified: Vec::new(),
@@ -175,6 +254,16 @@ impl Record {
         self.verified.truncate(VERIFIED_KEPT);
     }
 
+    /// What apply learned: `service` now targets `task_definition` (registered or reused).
+    pub fn with_target(&self, service: &str, task_definition: &str) -> Record {
+        let mut r = self.clone();
+        r.services
+            .entry(service.to_string())
+            .or_default()
+            .target_task_definition = Some(task_definition.to_string());
+        r
+    }
+
     /// The controller's tags for one service (only keys with a value).
     pub fn tags_for(&self, service: &str) -> BTreeMap<String, String> {
         let mut t = BTreeMap::new();
@@ -184,8 +273,8 @@ impl Record {
             }
         };
         put(TAG_PHASE, Some(self.phase.as_str().to_string()));
-        put(TAG_SINCE, Some(epoch_secs(self.since).to_string()));
-        put(TAG_TARGET, self.target.as_ref().map(Release::to_string));
+        put(TAG_SINCE, Some(format_since(self.since)));
+        put(TAG_TARGET, self.phase.target().map(Release::to_string));
         put(
             TAG_LAST_GOOD,
             self.last_good.as_ref().map(Release::to_string),
@@ -217,35 +306,102 @@ impl Record {
         t
     }
 
-    /// Rebuilds the record from each service's tags. `None` when no service carries one (an
-    /// environment seen for the first time). Services are written one after another, so a
+    /// Rebuilds the record from each service's tags. `Ok(None)` only when no service carries
+    /// any `ecs-gitops:` tag (an environment seen for the first time); a tag that does not
+    /// parse is `Err`, never "no record". Services are written one after another, so a
     /// controller killed mid-write can leave them disagreeing: the environment-wide fields are
     /// taken from the service written last (newest `since`), which is the newest intent.
-    pub fn from_tags(per_service: &BTreeMap<String, BTreeMap<String, String>>) -> Option<Record> {
-        let newest = per_service
-            .values()
-            .filter_map(|tags| {
-                let phase: Phase = tags.get(TAG_PHASE)?.parse().ok()?;
-                let since = tags.get(TAG_SINCE)?.parse::<u64>().ok()?;
-                Some((since, phase, tags))
-            })
-            .max_by_key(|(since, _, _)| *since)?;
-        let (since, phase, tags) = newest;
-        let release = |k: &str| tags.get(k).and_then(|v| Release::parse(v).ok());
-        let mut record = Record::new(phase, UNIX_EPOCH + Duration::from_secs(since));
-        record.target = release(TAG_TARGET);
-        record.last_good = release(TAG_LAST_GOOD);
-        record.rejected = release(TAG_REJECTED).and_then(|r| {
-            let reason = tags.get(TAG_REJECTED_REASON)?.parse().ok()?;
-            Some((r, reason))
-        });
+    pub fn from_tags(
+        per_service: &BTreeMap<String, BTreeMap<String, String>>,
+    ) -> Result<Option<Record>, Unreadable> {
+        let mut newest: Option<(SystemTime, &String, &BTreeMap<String, String>)> = None;
+        for (name, tags) in per_service {
+            if !tags.keys().any(|k| k.starts_with(PREFIX)) {
+                continue;
+            }
+            let bad = |tag: &'static str, problem: &'static str| Unreadable {
+                service: name.clone(),
+                tag,
+                value: tags.get(tag).cloned().unwrap_or_default(),
+                problem,
+            };
+            let Some(since) = tags.get(TAG_SINCE) else {
+                return Err(bad(TAG_SINCE, "is missing"));
+            };
+            let since = parse_since(since).ok_or_else(|| {
+                bad(
+                    TAG_SINCE,
+                    "is not seconds since the epoch (e.g. 1800000000.123)",
+                )
+            })?;
+            if newest.as_ref().is_none_or(|(s, _, _)| since > *s) {
+                newest = Some((since, name, tags));
+            }
+        }
+        let Some((since, name, tags)) = newest else {
+            return Ok(None);
+        };
+        let bad = |tag: &'static str, problem: &'static str| Unreadable {
+            service: name.clone(),
+            tag,
+            value: tags.get(tag).cloned().unwrap_or_default(),
+            problem,
+        };
+        let release = |k: &'static str| -> Result<Option<Release>, Unreadable> {
+            tags.get(k)
+                .map(|v| Release::parse(v).map_err(|_| bad(k, "is not a 40-hex release")))
+                .transpose()
+        };
+        let rejected = match (release(TAG_REJECTED)?, tags.get(TAG_REJECTED_REASON)) {
+            (None, None) => None,
+            (Some(r), Some(why)) => Some((
+                r,
+                why.parse::<Reason>()
+                    .map_err(|_| bad(TAG_REJECTED_REASON, "is not a reason this version knows"))?,
+            )),
+            (Some(_), None) => return Err(bad(TAG_REJECTED_REASON, "is missing")),
+            (None, Some(_)) => return Err(bad(TAG_REJECTED, "is missing")),
+        };
+        let kind: PhaseKind = tags
+            .get(TAG_PHASE)
+            .ok_or_else(|| bad(TAG_PHASE, "is missing"))?
+            .parse()
+            .map_err(|_| bad(TAG_PHASE, "is not a phase this version knows"))?;
+        let target = || release(TAG_TARGET)?.ok_or_else(|| bad(TAG_TARGET, "is missing"));
+        let held = || {
+            rejected
+                .clone()
+                .ok_or_else(|| bad(TAG_REJECTED, "is missing"))
+        };
+        let phase = match kind {
+            PhaseKind::InSync => Phase::InSync,
+            PhaseKind::Blocked => Phase::Blocked,
+            PhaseKind::Drifted => Phase::Drifted,
+            PhaseKind::Deploying => Phase::Deploying { target: target()? },
+            PhaseKind::Baking => Phase::Baking { target: target()? },
+            PhaseKind::RollingBack => {
+                let (release, reason) = held()?;
+                Phase::RollingBack { release, reason }
+            }
+            PhaseKind::Rejected => {
+                let (release, reason) = held()?;
+                Phase::Rejected { release, reason }
+            }
+        };
+        let mut record = Record::new(phase, since);
+        record.last_good = release(TAG_LAST_GOOD)?;
+        record.rejected = rejected;
         record.verified = tags
             .get(TAG_VERIFIED)
             .map(|v| {
                 v.split_whitespace()
-                    .filter_map(|r| Release::parse(r).ok())
-                    .collect()
+                    .map(|r| {
+                        Release::parse(r)
+                            .map_err(|_| bad(TAG_VERIFIED, "holds a value that is not a release"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
             })
+            .transpose()?
             .unwrap_or_default();
         record.source_revision = tags.get(TAG_SOURCE).cloned();
         for (name, tags) in per_service {
@@ -257,8 +413,46 @@ impl Record {
                 },
             );
         }
-        Some(record)
+        Ok(Some(record))
     }
+}
+
+/// `t` rounded up to the next millisecond: the precision the record keeps. Rounding up makes
+/// a bake measured from it longer, never shorter.
+pub fn ceil_millis(t: SystemTime) -> SystemTime {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+/// `1800000000.123`: seconds since the epoch with milliseconds.
+pub fn format_since(t: SystemTime) -> String {
+    let d = ceil_millis(t)
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+}
+
+/// Reads `format_since`, and the whole seconds earlier versions wrote.
+pub fn parse_since(s: &str) -> Option<SystemTime> {
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) || secs.len() > 12 {
+        return None;
+    }
+    if frac.len() > 9
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || (s.contains('.') && frac.is_empty())
+    {
+        return None;
+    }
+    let nanos: u32 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().ok()?
+    };
+    Some(ceil_millis(
+        UNIX_EPOCH + Duration::new(secs.parse().ok()?, nanos),
+    ))
 }
 
 /// What to write to one resource's tags to go from `old` to `new` (controller keys only).
@@ -288,12 +482,6 @@ pub fn diff_tags(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>)
     TagDiff { set, remove }
 }
 
-pub fn epoch_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,13 +490,16 @@ mod tests {
         Release::parse(&c.to_string().repeat(40)).unwrap()
     }
 
+    fn one(name: &str, r: &Record) -> BTreeMap<String, BTreeMap<String, String>> {
+        BTreeMap::from([(name.to_string(), r.tags_for(name))])
+    }
+
     #[test]
     fn a_record_survives_a_round_trip_through_tags() {
         let mut r = Record::new(
-            Phase::Baking,
-            UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            Phase::Baking { target: rel('b') },
+            UNIX_EPOCH + Duration::from_millis(1_800_000_000_123),
         );
-        r.target = Some(rel('b'));
         r.last_good = Some(rel('a'));
         r.rejected = Some((rel('c'), Reason::CrashLoop));
         r.mark_verified(&rel('a'));
@@ -320,22 +511,104 @@ mod tests {
                 target_task_definition: Some("arn:td/web:4".into()),
             },
         );
-        let tags = BTreeMap::from([("web".to_string(), r.tags_for("web"))]);
-        assert_eq!(Record::from_tags(&tags), Some(r));
+        assert_eq!(r.tags_for("web")[TAG_SINCE], "1800000000.123");
+        assert_eq!(Record::from_tags(&one("web", &r)), Ok(Some(r)));
+    }
+
+    #[test]
+    fn every_phase_with_its_data_survives_a_round_trip() {
+        for phase in [
+            Phase::InSync,
+            Phase::Drifted,
+            Phase::Deploying { target: rel('b') },
+            Phase::Baking { target: rel('b') },
+            Phase::RollingBack {
+                release: rel('b'),
+                reason: Reason::Alarm,
+            },
+            Phase::Rejected {
+                release: rel('b'),
+                reason: Reason::Health,
+            },
+        ] {
+            let mut r = Record::new(phase.clone(), UNIX_EPOCH + Duration::from_secs(5));
+            if let Phase::RollingBack { release, reason } | Phase::Rejected { release, reason } =
+                &phase
+            {
+                r.rejected = Some((release.clone(), *reason));
+            }
+            let back = Record::from_tags(&one("s", &r)).unwrap().unwrap();
+            assert_eq!(back.phase, phase);
+        }
+    }
+
+    #[test]
+    fn the_start_of_a_phase_is_kept_to_the_millisecond_and_rounded_up() {
+        let t = UNIX_EPOCH + Duration::new(1_800_000_000, 123_000_001);
+        assert_eq!(format_since(t), "1800000000.124");
+        let back = parse_since(&format_since(t)).unwrap();
+        assert!(back >= t, "rounding must never move the start earlier");
+        assert!(back.duration_since(t).unwrap() < Duration::from_millis(1));
+        // What earlier versions wrote: whole seconds.
+        assert_eq!(
+            parse_since("1800000000"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+        );
+        for bad in ["", "abc", "1.", ".5", "1e9", "-5", "18000000000000"] {
+            assert_eq!(parse_since(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_tag_that_does_not_parse_is_unreadable_never_no_record() {
+        let mut r = Record::new(Phase::Baking { target: rel('b') }, UNIX_EPOCH);
+        r.last_good = Some(rel('a'));
+        let good = r.tags_for("web");
+        for (tag, value) in [
+            (TAG_PHASE, "Paused"),
+            (TAG_SINCE, "yesterday"),
+            (TAG_TARGET, "not-a-sha"),
+            (TAG_LAST_GOOD, "abc"),
+        ] {
+            let mut tags = good.clone();
+            tags.insert(tag.to_string(), value.to_string());
+            let err =
+                Record::from_tags(&BTreeMap::from([("web".to_string(), tags)])).expect_err(tag);
+            assert_eq!(err.tag, tag);
+            assert!(err.to_string().contains("web"), "{err}");
+        }
+        let mut tags = good.clone();
+        tags.remove(TAG_TARGET);
+        let err = Record::from_tags(&BTreeMap::from([("web".to_string(), tags)])).unwrap_err();
+        assert_eq!(err.tag, TAG_TARGET, "Baking without its target");
+        // No ecs-gitops: tag at all: a new environment.
+        let plain = BTreeMap::from([(
+            "web".to_string(),
+            BTreeMap::from([("team".to_string(), "payments".to_string())]),
+        )]);
+        assert_eq!(Record::from_tags(&plain), Ok(None));
     }
 
     #[test]
     fn the_newest_write_wins_when_services_disagree() {
-        let mut old = Record::new(Phase::Deploying, UNIX_EPOCH + Duration::from_secs(100));
-        old.target = Some(rel('b'));
-        let mut new = Record::new(Phase::RollingBack, UNIX_EPOCH + Duration::from_secs(200));
+        let old = Record::new(
+            Phase::Deploying { target: rel('b') },
+            UNIX_EPOCH + Duration::from_secs(100),
+        );
+        let mut new = Record::new(
+            Phase::RollingBack {
+                release: rel('b'),
+                reason: Reason::Alarm,
+            },
+            UNIX_EPOCH + Duration::from_secs(200),
+        );
         new.rejected = Some((rel('b'), Reason::Alarm));
         let tags = BTreeMap::from([
             ("a".to_string(), new.tags_for("a")),
             ("b".to_string(), old.tags_for("b")),
         ]);
-        let r = Record::from_tags(&tags).unwrap();
-        assert_eq!(r.phase, Phase::RollingBack);
+        let r = Record::from_tags(&tags).unwrap().unwrap();
+        assert_eq!(r.phase.kind(), PhaseKind::RollingBack);
         assert_eq!(r.rejected, Some((rel('b'), Reason::Alarm)));
     }
 

@@ -574,17 +574,96 @@ class App:
         return None
 
 
+def serve(host, port):
+    """Serves one simulator on (host, port) until killed; returns never."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = make_server(host, port, App(), threaded=True, request_handler=MotoRequestHandler)
+    bound_host, bound_port = server.server_address[:2]
+    return server, f"http://{bound_host}:{bound_port}"
+
+
+def warm_up():
+    """Imports moto's lazily loaded backends and answers one request per service, so a forked
+    simulator starts with everything in memory (the import is most of a cold start)."""
+    app = App()
+    for target, host, scope in (("AmazonEC2ContainerServiceV20141113.ListClusters", "ecs", "ecs"),
+                                ("AmazonEC2ContainerRegistry_V20150921.DescribeRepositories", "api.ecr", "ecr"),
+                                ("GraniteServiceVersion20100801.DescribeAlarms", "monitoring", "monitoring")):
+        environ = {
+            "PATH_INFO": "/", "REQUEST_METHOD": "POST", "HTTP_HOST": f"{host}.us-east-1.amazonaws.com",
+            "SERVER_NAME": "localhost", "SERVER_PORT": "0", "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr, "QUERY_STRING": "", "HTTP_X_AMZ_TARGET": target,
+            "CONTENT_TYPE": "application/x-amz-json-1.1",
+            "HTTP_AUTHORIZATION": f"AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{scope}/aws4_request, "
+                                  "SignedHeaders=host, Signature=x",
+        }
+        try:
+            app.call_moto(environ, b"{}")
+        except Exception:  # warming is best effort; a real request will say what is wrong
+            pass
+    # Forget whatever the warm-up created.
+    e = {"PATH_INFO": "/moto-api/reset", "REQUEST_METHOD": "POST", "HTTP_HOST": "motoapi.amazonaws.com",
+         "SERVER_NAME": "localhost", "SERVER_PORT": "0", "wsgi.url_scheme": "http",
+         "wsgi.errors": sys.stderr, "QUERY_STRING": ""}
+    app.call_moto(e, b"")
+    STATE.reset()
+
+
+def zygote(host):
+    """Fork server for test suites: imports everything once, then forks one isolated simulator
+    per line `fork` read on stdin and prints `<pid> <url>` for it. Each child has its own copy of
+    moto's state (copy-on-write), so tests stay as isolated as with one process each, without
+    paying the ~2 s import every time. Exits, killing its children, when stdin closes (the test
+    binary that started it is gone)."""
+    import ctypes
+    import os
+    import signal
+
+    warm_up()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    children = []
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "fork":
+            print(f"error unknown command {line.strip()!r}", flush=True)
+            continue
+        pid = os.fork()
+        if pid == 0:
+            try:
+                # Die with the zygote (its main thread is the only one it has).
+                ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+            except (OSError, AttributeError):
+                pass
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            random.seed()
+            server, url = serve(host, 0)
+            print(f"{os.getpid()} {url}", flush=True)
+            try:
+                server.serve_forever()
+            finally:
+                os._exit(0)
+        children.append(pid)
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=4566)
+    ap.add_argument("--zygote", action="store_true",
+                    help="fork server for test suites: one simulator per `fork` line on stdin")
     args = ap.parse_args()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         ap.error("the simulator only listens on loopback")
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = make_server(args.host, args.port, App(), threaded=True, request_handler=MotoRequestHandler)
-    host, port = server.server_address[:2]
-    print(f"http://{host}:{port}", flush=True)
+    if args.zygote:
+        zygote(args.host)
+        return
+    server, url = serve(args.host, args.port)
+    print(url, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

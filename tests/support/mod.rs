@@ -1,9 +1,10 @@
-//! Test support shared by the integration tests: the local AWS simulator (one per test, on a
-//! free port, stopped on drop), a small loopback HTTP client, SDK clients pointed at the
+//! Test support shared by the integration tests: the local AWS simulator (one per test, forked
+//! from one warm process per test binary, on a free port, stopped on drop), a small loopback HTTP client, SDK clients pointed at the
 //! simulator, and polling with a deadline.
 #![allow(dead_code)]
 
 pub mod github_mock;
+pub mod scenario;
 pub mod world;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -30,43 +31,75 @@ fn ensure_installed() {
     });
 }
 
-/// One simulator process on 127.0.0.1 and a free port; killed when dropped.
+/// The fork server of this test binary: imports moto once, then forks one isolated simulator
+/// per test (see `sim.py --zygote`). It exits, killing its children, when this binary exits
+/// (its stdin closes).
+struct Zygote {
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+    _child: Child,
+}
+
+fn zygote() -> &'static std::sync::Mutex<Zygote> {
+    static Z: OnceLock<std::sync::Mutex<Zygote>> = OnceLock::new();
+    Z.get_or_init(|| {
+        ensure_installed();
+        let python = root().join(".aws-sim/venv/bin/python");
+        let mut child = Command::new(python)
+            .arg(root().join("scripts/aws_sim/sim.py"))
+            .arg("--zygote")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the simulator's fork server");
+        let stdin = child.stdin.take().expect("zygote stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("zygote stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read from the zygote");
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "the simulator's fork server did not start"
+        );
+        std::sync::Mutex::new(Zygote {
+            stdin,
+            stdout,
+            _child: child,
+        })
+    })
+}
+
+/// One simulator process of its own on 127.0.0.1 and a free port; killed when dropped.
 pub struct Sim {
-    child: Child,
+    pid: u32,
     pub url: String,
 }
 
 impl Sim {
     pub fn start() -> Sim {
-        ensure_installed();
-        let python = root().join(".aws-sim/venv/bin/python");
-        let mut child = Command::new(python)
-            .arg(root().join("scripts/aws_sim/sim.py"))
-            .args(["--port", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the simulator");
-        let stdout = child.stdout.take().expect("simulator stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(90)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the simulator did not print its URL within 90 s");
-            }
-        };
-        let url = line.trim().to_string();
+        let mut z = zygote().lock().unwrap_or_else(|p| p.into_inner());
+        z.stdin
+            .write_all(b"fork\n")
+            .expect("ask the zygote for a simulator");
+        z.stdin.flush().unwrap();
+        let mut line = String::new();
+        z.stdout
+            .read_line(&mut line)
+            .expect("read the simulator's URL");
+        let (pid, url) = line
+            .trim()
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("unexpected zygote output {line:?}"));
+        let url = url.to_string();
         assert!(
             url.starts_with("http://127.0.0.1:"),
             "unexpected simulator output {url:?}"
         );
-        Sim { child, url }
+        Sim {
+            pid: pid.parse().expect("simulator pid"),
+            url,
+        }
     }
 
     pub fn control(&self, method: &str, path: &str, body: Option<&str>) -> String {
@@ -115,8 +148,10 @@ impl Sim {
 
 impl Drop for Sim {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = Command::new("kill")
+            .args(["-9", &self.pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
 use crate::desired::{self, Release};
-use crate::record::{Phase, Reason, Record, ServiceRecord};
+use crate::record::{Phase as P, PhaseKind as Phase, Reason, Record, ServiceRecord};
 
 const GOOD: &str = "arn:aws:ecs:me-south-1:123456789012:task-definition/web:1";
 const NEW: &str = "arn:aws:ecs:me-south-1:123456789012:task-definition/web:2";
@@ -46,9 +46,9 @@ fn steady(td: &str) -> ServiceState {
         task_definition: td.into(),
         deployments: vec![Deployment {
             id: "d1".into(),
-            status: "PRIMARY".into(),
+            status: DeploymentStatus::Primary,
             task_definition: td.into(),
-            rollout_state: Some("COMPLETED".into()),
+            rollout_state: Some(RolloutState::Completed),
             running: 2,
             desired: 2,
             failed_tasks: 0,
@@ -65,18 +65,18 @@ fn rolling(from: &str, to: &str, running: i32, failed: i32) -> ServiceState {
     s.deployments = vec![
         Deployment {
             id: "d2".into(),
-            status: "PRIMARY".into(),
+            status: DeploymentStatus::Primary,
             task_definition: to.into(),
-            rollout_state: Some("IN_PROGRESS".into()),
+            rollout_state: Some(RolloutState::InProgress),
             running,
             desired: 2,
             failed_tasks: failed,
         },
         Deployment {
             id: "d1".into(),
-            status: "ACTIVE".into(),
+            status: DeploymentStatus::Active,
             task_definition: from.into(),
-            rollout_state: Some("COMPLETED".into()),
+            rollout_state: Some(RolloutState::Completed),
             running: 2 - running,
             desired: 2,
             failed_tasks: 0,
@@ -121,11 +121,35 @@ fn observed(service: ServiceState) -> Observed {
     }
 }
 
-fn record(phase: Phase, since: u64, target: Option<char>, target_td: Option<&str>) -> Record {
+/// A record in phase `kind`; Deploying and Baking target `target`; RollingBack and Rejected get
+/// their release and reason from `rejected` (`b` rolled back for `rollout_failed` until then).
+fn record(kind: Phase, since: u64, target: Option<char>, target_td: Option<&str>) -> Record {
+    let held = || (rel(target.unwrap_or('b')), Reason::RolloutFailed);
+    let phase = match kind {
+        Phase::InSync => P::InSync,
+        Phase::Blocked => P::Blocked,
+        Phase::Drifted => P::Drifted,
+        Phase::Deploying => P::Deploying {
+            target: rel(target.expect("Deploying needs a target")),
+        },
+        Phase::Baking => P::Baking {
+            target: rel(target.expect("Baking needs a target")),
+        },
+        Phase::RollingBack => {
+            let (release, reason) = held();
+            P::RollingBack { release, reason }
+        }
+        Phase::Rejected => {
+            let (release, reason) = held();
+            P::Rejected { release, reason }
+        }
+    };
     let mut r = Record::new(phase, t(since));
     r.last_good = Some(rel('a'));
     r.verified = vec![rel('a')];
-    r.target = target.map(rel);
+    if matches!(kind, Phase::RollingBack | Phase::Rejected) {
+        r.rejected = Some(held());
+    }
     r.services.insert(
         "web".into(),
         ServiceRecord {
@@ -138,6 +162,13 @@ fn record(phase: Phase, since: u64, target: Option<char>, target_td: Option<&str
 
 fn rejected(mut r: Record, c: char, why: Reason) -> Record {
     r.rejected = Some((rel(c), why));
+    match &mut r.phase {
+        P::RollingBack { release, reason } | P::Rejected { release, reason } => {
+            *release = rel(c);
+            *reason = why;
+        }
+        _ => {}
+    }
     r
 }
 
@@ -152,6 +183,45 @@ struct Case {
     actions: &'static [&'static str],
     /// Part of the message, or of the rollback reason.
     says: &'static str,
+    /// The record the plan returns, as `summary` writes it.
+    record_after: &'static str,
+}
+
+/// One line for the record a plan returns: phase with its data, when it began (seconds after
+/// `t(0)`), last good, held rejection, verified list, web's last good and target revisions,
+/// and whether apply writes it. Releases are their letter.
+fn summary(p: &Plan) -> String {
+    let r = &p.record;
+    let l = |x: &Release| x.as_str()[..1].to_string();
+    let phase = match &r.phase {
+        P::Deploying { target } => format!("Deploying({})", l(target)),
+        P::Baking { target } => format!("Baking({})", l(target)),
+        P::RollingBack { release, reason } => format!("RollingBack({},{reason})", l(release)),
+        P::Rejected { release, reason } => format!("Rejected({},{reason})", l(release)),
+        other => other.as_str().to_string(),
+    };
+    let since = r
+        .since
+        .duration_since(t(0))
+        .map(|d| d.as_secs().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let opt = |x: Option<String>| x.unwrap_or_else(|| "-".into());
+    let web = r.service("web");
+    format!(
+        "{phase} since={since} good={} rejected={} verified={} web={}/{} {}",
+        opt(r.last_good.as_ref().map(l)),
+        opt(r.rejected.as_ref().map(|(x, w)| format!("{}:{w}", l(x)))),
+        r.verified.iter().map(l).collect::<String>(),
+        opt(web
+            .last_good_task_definition
+            .as_deref()
+            .map(|x| short_td(x).to_string())),
+        opt(web
+            .target_task_definition
+            .as_deref()
+            .map(|x| short_td(x).to_string())),
+        if p.persist { "persist" } else { "no-write" }
+    )
 }
 
 fn short(a: &Action) -> String {
@@ -187,6 +257,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::InSync,
             actions: &[],
             says: "running aaaaaaa",
+            record_after: "InSync since=0 good=a rejected=- verified=a web=web:1/- persist",
         },
         Case {
             name: "first sight of an environment whose git names a new release deploys it",
@@ -197,6 +268,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying bbbbbbb",
+            record_after: "Deploying(b) since=0 good=a rejected=- verified=a web=web:1/- persist",
         },
         Case {
             name: "in sync stays in sync with nothing to do",
@@ -207,6 +279,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::InSync,
             actions: &[],
             says: "verified",
+            record_after: "InSync since=0 good=a rejected=- verified=a web=web:1/- persist",
         },
         Case {
             name: "InSync -> Deploying when git names a new release and the gates pass",
@@ -217,6 +290,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying",
+            record_after: "Deploying(b) since=100 good=a rejected=- verified=a web=web:1/- persist",
         },
         Case {
             name: "InSync -> Blocked when the image is missing in ECR",
@@ -232,6 +306,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Blocked,
             actions: &[],
             says: "image gate",
+            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- no-write",
         },
         Case {
             name: "InSync -> Blocked when an alarm is already firing",
@@ -242,6 +317,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Blocked,
             actions: &[],
             says: "alarm web-5xx in ALARM",
+            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- no-write",
         },
         Case {
             name: "Blocked when alarms cannot be read (unknown is never healthy)",
@@ -254,6 +330,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Blocked,
             actions: &[],
             says: "could not be read",
+            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- no-write",
         },
         Case {
             name: "Blocked when a named alarm does not exist",
@@ -266,6 +343,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Blocked,
             actions: &[],
             says: "does not exist",
+            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- no-write",
         },
         Case {
             name: "Blocked until the release is verified upstream",
@@ -276,6 +354,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Blocked,
             actions: &[],
             says: "not verified in staging",
+            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- no-write",
         },
         Case {
             name: "a release verified upstream passes the promotion gate",
@@ -286,6 +365,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying",
+            record_after: "Deploying(b) since=100 good=a rejected=- verified=a web=web:1/- persist",
         },
         Case {
             name: "a hotfix skips the promotion gate",
@@ -296,6 +376,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying",
+            record_after: "Deploying(c) since=100 good=a rejected=- verified=a web=web:1/- persist",
         },
         Case {
             name: "a hotfix never skips the alarm gate",
@@ -306,6 +387,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Blocked,
             actions: &[],
             says: "alarm gate",
+            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- no-write",
         },
         Case {
             name: "Blocked -> Deploying once the gate clears",
@@ -316,6 +398,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying",
+            record_after: "Deploying(b) since=100 good=a rejected=- verified=a web=web:1/- persist",
         },
         Case {
             name: "Deploying waits while the rollout progresses",
@@ -326,6 +409,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &[],
             says: "1/2 running",
+            record_after: "Deploying(b) since=0 good=a rejected=- verified=a web=web:1/web:2 persist",
         },
         Case {
             name: "Deploying after a crash before UpdateService redoes the deploy",
@@ -336,6 +420,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying",
+            record_after: "Deploying(b) since=0 good=a rejected=- verified=a web=web:1/- persist",
         },
         Case {
             name: "Deploying -> Baking when every service is steady on the target",
@@ -346,6 +431,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Baking,
             actions: &[],
             says: "baking for 1m",
+            record_after: "Baking(b) since=10 good=a rejected=- verified=a web=web:1/web:2 persist",
         },
         Case {
             name: "Deploying -> RollingBack on a crash loop",
@@ -356,6 +442,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &["update web web:1"],
             says: "crash_loop",
+            record_after: "RollingBack(b,crash_loop) since=10 good=a rejected=b:crash_loop verified=a web=web:1/web:2 persist",
         },
         Case {
             name: "failed tasks that were replaced are not a crash loop",
@@ -370,6 +457,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Baking,
             actions: &[],
             says: "alarms and health OK",
+            record_after: "Baking(b) since=0 good=a rejected=- verified=a web=web:1/web:2 persist",
         },
         Case {
             name: "a service whose override already runs its release is not redeployed",
@@ -380,13 +468,14 @@ fn cases() -> Vec<Case> {
             phase: Phase::Baking,
             actions: &[],
             says: "rollout of bbbbbbb complete",
+            record_after: "Baking(b) since=5 good=a rejected=- verified=a web=web:1/web:1 persist",
         },
         Case {
             name: "Deploying -> RollingBack when ECS' circuit breaker rolled back (never success)",
             desired: desired('b', ""),
             observed: observed({
                 let mut s = rolling(NEW, GOOD, 1, 0);
-                s.deployments[1].rollout_state = Some("FAILED".into());
+                s.deployments[1].rollout_state = Some(RolloutState::Failed);
                 s.deployments[1].failed_tasks = 3;
                 s
             }),
@@ -395,13 +484,14 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &[],
             says: "circuit_breaker",
+            record_after: "RollingBack(b,circuit_breaker) since=10 good=a rejected=b:circuit_breaker verified=a web=web:1/web:2 persist",
         },
         Case {
             name: "Deploying -> RollingBack when ECS marks the deployment FAILED",
             desired: desired('b', ""),
             observed: observed({
                 let mut s = rolling(GOOD, NEW, 0, 0);
-                s.deployments[0].rollout_state = Some("FAILED".into());
+                s.deployments[0].rollout_state = Some(RolloutState::Failed);
                 s
             }),
             record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
@@ -409,6 +499,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &["update web web:1"],
             says: "rollout_failed",
+            record_after: "RollingBack(b,rollout_failed) since=10 good=a rejected=b:rollout_failed verified=a web=web:1/web:2 persist",
         },
         Case {
             name: "Deploying -> RollingBack when the rollout times out",
@@ -419,6 +510,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &["update web web:1"],
             says: "rollout_timeout",
+            record_after: "RollingBack(b,rollout_timeout) since=121 good=a rejected=b:rollout_timeout verified=a web=web:1/web:2 persist",
         },
         Case {
             name: "Deploying -> RollingBack when an alarm fires during the rollout",
@@ -429,6 +521,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &["update web web:1"],
             says: "alarm",
+            record_after: "RollingBack(b,alarm) since=10 good=a rejected=b:alarm verified=a web=web:1/web:2 persist",
         },
         Case {
             name: "Deploying -> Deploying when a newer commit supersedes the rollout",
@@ -439,6 +532,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying ccccccc",
+            record_after: "Deploying(c) since=10 good=a rejected=- verified=a web=web:1/- persist",
         },
         Case {
             name: "Baking continues until the bake time has passed",
@@ -449,6 +543,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Baking,
             actions: &[],
             says: "30s of 1m",
+            record_after: "Baking(b) since=0 good=a rejected=- verified=a web=web:1/web:2 persist",
         },
         Case {
             name: "Baking -> InSync: the release becomes last good",
@@ -459,6 +554,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::InSync,
             actions: &[],
             says: "verified",
+            record_after: "InSync since=60 good=b rejected=- verified=ba web=web:2/- persist",
         },
         Case {
             name: "Baking does not finish on unknown health data",
@@ -471,6 +567,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Baking,
             actions: &[],
             says: "cannot finish while data is unknown",
+            record_after: "Baking(b) since=0 good=a rejected=- verified=a web=web:1/web:2 persist",
         },
         Case {
             name: "Baking does not finish on unreadable alarms",
@@ -483,6 +580,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Baking,
             actions: &[],
             says: "unknown",
+            record_after: "Baking(b) since=0 good=a rejected=- verified=a web=web:1/web:2 persist",
         },
         Case {
             name: "Baking -> RollingBack when an alarm fires",
@@ -493,6 +591,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &["update web web:1"],
             says: "alarm",
+            record_after: "RollingBack(b,alarm) since=30 good=a rejected=b:alarm verified=a web=web:1/web:2 persist",
         },
         Case {
             name: "Baking -> RollingBack when a health check fails",
@@ -505,6 +604,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &["update web web:1"],
             says: "health",
+            record_after: "RollingBack(b,health) since=30 good=a rejected=b:health verified=a web=web:1/web:2 persist",
         },
         Case {
             name: "Baking -> Deploying when a newer commit supersedes the bake",
@@ -515,6 +615,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying ccccccc",
+            record_after: "Deploying(c) since=30 good=a rejected=- verified=a web=web:1/- persist",
         },
         Case {
             name: "RollingBack resends the rollback when a service is not on last good",
@@ -529,6 +630,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &["update web web:1"],
             says: "rolling back",
+            record_after: "RollingBack(b,alarm) since=0 good=a rejected=b:alarm verified=a web=web:1/web:2 persist",
         },
         Case {
             name: "RollingBack waits while last good rolls out",
@@ -543,6 +645,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &[],
             says: "rolling back",
+            record_after: "RollingBack(b,alarm) since=0 good=a rejected=b:alarm verified=a web=web:1/web:2 persist",
         },
         Case {
             name: "RollingBack -> Rejected once last good is steady again",
@@ -557,6 +660,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Rejected,
             actions: &[],
             says: "rolled back (alarm)",
+            record_after: "Rejected(b,alarm) since=5 good=a rejected=b:alarm verified=a web=web:1/- persist",
         },
         Case {
             name: "Rejected is not retried while git names the same release",
@@ -571,6 +675,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Rejected,
             actions: &[],
             says: "until git names a different release",
+            record_after: "Rejected(b,alarm) since=0 good=a rejected=b:alarm verified=a web=web:1/- persist",
         },
         Case {
             name: "Rejected -> Deploying when git names a different release",
@@ -585,6 +690,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying ccccccc",
+            record_after: "Deploying(c) since=500 good=a rejected=b:alarm verified=a web=web:1/- persist",
         },
         Case {
             name: "Rejected -> InSync when git goes back to the last good release",
@@ -599,6 +705,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::InSync,
             actions: &[],
             says: "verified",
+            record_after: "InSync since=500 good=a rejected=b:alarm verified=a web=web:1/- persist",
         },
         Case {
             name: "InSync -> Drifted and corrected when a service was changed by hand",
@@ -609,6 +716,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Drifted,
             actions: &["update web web:1"],
             says: "putting the last good revision back",
+            record_after: "Drifted since=100 good=a rejected=- verified=a web=web:1/- persist",
         },
         Case {
             name: "drift: report only reports",
@@ -619,6 +727,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Drifted,
             actions: &[],
             says: "not correcting",
+            record_after: "Drifted since=100 good=a rejected=- verified=a web=web:1/- persist",
         },
         Case {
             name: "Drifted -> InSync once the service is back on last good",
@@ -629,6 +738,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::InSync,
             actions: &[],
             says: "verified",
+            record_after: "InSync since=100 good=a rejected=- verified=a web=web:1/- persist",
         },
         Case {
             name: "a service missing in ECS blocks the environment",
@@ -642,6 +752,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Blocked,
             actions: &[],
             says: "not found in cluster c",
+            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- no-write",
         },
     ]
 }
@@ -653,11 +764,12 @@ fn every_phase_transition_decides_as_the_table_says() {
         let p = plan(
             &c.desired,
             &c.observed,
-            c.record.as_ref(),
+            &Ok(c.record.clone()),
             t(c.now),
             Duration::from_secs(10),
         );
         let actions: Vec<String> = p.actions.iter().map(short).collect();
+        let record = summary(&p);
         let why = format!(
             "{} {}",
             p.message,
@@ -666,17 +778,24 @@ fn every_phase_transition_decides_as_the_table_says() {
                 .map(|t| t.reason.as_str())
                 .unwrap_or("")
         );
-        if p.phase != c.phase || actions != c.actions || !why.contains(c.says) {
+        if p.phase() != c.phase
+            || actions != c.actions
+            || !why.contains(c.says)
+            || record != c.record_after
+        {
             failures.push(format!(
-                "{}:\n  wanted {:?} {:?} saying {:?}\n  got    {:?} {:?} saying {:?}",
-                c.name, c.phase, c.actions, c.says, p.phase, actions, why
+                "{}:\n  wanted {:?} {:?} saying {:?}\n         {}\n  got    {:?} {:?} saying {:?}\n         {}",
+                c.name,
+                c.phase,
+                c.actions,
+                c.says,
+                c.record_after,
+                p.phase(),
+                actions,
+                why,
+                record
             ));
         }
-        assert_eq!(
-            p.record.phase, p.phase,
-            "{}: the record carries the phase",
-            c.name
-        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -686,13 +805,13 @@ fn a_verified_release_becomes_last_good_with_its_revisions() {
     let p = plan(
         &desired('b', ""),
         &observed(steady(NEW)),
-        Some(&record(Phase::Baking, 0, Some('b'), Some(NEW))),
+        &Ok(Some(record(Phase::Baking, 0, Some('b'), Some(NEW)))),
         t(60),
         Duration::from_secs(10),
     );
     assert_eq!(p.record.last_good, Some(rel('b')));
     assert_eq!(p.record.verified, vec![rel('b'), rel('a')]);
-    assert_eq!(p.record.target, None);
+    assert_eq!(p.record.phase, P::InSync);
     assert_eq!(
         p.record.service("web").last_good_task_definition.as_deref(),
         Some(NEW)
@@ -710,7 +829,7 @@ fn a_rollback_records_the_rejected_release_and_reason() {
                 AlarmState::Alarm,
             )])))
         }),
-        Some(&record(Phase::Baking, 0, Some('b'), Some(NEW))),
+        &Ok(Some(record(Phase::Baking, 0, Some('b'), Some(NEW)))),
         t(30),
         Duration::from_secs(10),
     );
@@ -731,7 +850,7 @@ fn the_deploy_action_builds_the_ecr_image_from_account_region_repository_and_rel
     let p = plan(
         &desired('b', ""),
         &observed(steady(GOOD)),
-        Some(&record(Phase::InSync, 0, None, None)),
+        &Ok(Some(record(Phase::InSync, 0, None, None))),
         t(1),
         Duration::from_secs(10),
     );
@@ -754,7 +873,7 @@ fn the_deploy_action_builds_the_ecr_image_from_account_region_repository_and_rel
         base_task_definition, GOOD,
         "the new revision is made from last good"
     );
-    assert_eq!(p.record.target, Some(rel('b')));
+    assert_eq!(p.record.phase.target(), Some(&rel('b')));
     assert_eq!(p.record.since, t(1));
 }
 
@@ -765,11 +884,11 @@ fn a_restarted_bake_keeps_its_original_start() {
     let early = plan(
         &desired('b', ""),
         &observed(steady(NEW)),
-        Some(&r),
+        &Ok(Some(r.clone())),
         t(59),
         Duration::from_secs(10),
     );
-    assert_eq!(early.phase, Phase::Baking);
+    assert_eq!(early.phase(), Phase::Baking);
     assert_eq!(
         early.record.since,
         t(0),
@@ -779,11 +898,11 @@ fn a_restarted_bake_keeps_its_original_start() {
     let done = plan(
         &desired('b', ""),
         &observed(steady(NEW)),
-        Some(&r),
+        &Ok(Some(r.clone())),
         t(60),
         Duration::from_secs(10),
     );
-    assert_eq!(done.phase, Phase::InSync);
+    assert_eq!(done.phase(), Phase::InSync);
 }
 
 #[test]
@@ -791,7 +910,7 @@ fn in_flight_phases_are_observed_every_two_seconds_and_settled_ones_every_interv
     let settled = plan(
         &desired('a', ""),
         &observed(steady(GOOD)),
-        Some(&record(Phase::InSync, 0, None, None)),
+        &Ok(Some(record(Phase::InSync, 0, None, None))),
         t(5),
         Duration::from_secs(10),
     );
@@ -799,7 +918,7 @@ fn in_flight_phases_are_observed_every_two_seconds_and_settled_ones_every_interv
     let flying = plan(
         &desired('b', ""),
         &observed(rolling(GOOD, NEW, 1, 0)),
-        Some(&record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+        &Ok(Some(record(Phase::Deploying, 0, Some('b'), Some(NEW)))),
         t(5),
         Duration::from_secs(10),
     );
@@ -809,9 +928,46 @@ fn in_flight_phases_are_observed_every_two_seconds_and_settled_ones_every_interv
 #[test]
 fn needs_reads_gates_only_when_a_new_release_is_named() {
     let r = record(Phase::InSync, 0, None, None);
-    assert_eq!(needs(&desired('a', ""), Some(&r)), Needs::default());
-    assert!(needs(&desired('b', ""), Some(&r)).gates);
+    assert_eq!(
+        needs(&desired('a', ""), &Ok(Some(r.clone()))),
+        Needs::default()
+    );
+    assert!(needs(&desired('b', ""), &Ok(Some(r.clone()))).gates);
     let baking = record(Phase::Baking, 0, Some('b'), Some(NEW));
-    let n = needs(&desired('b', ""), Some(&baking));
+    let n = needs(&desired('b', ""), &Ok(Some(baking.clone())));
     assert!(n.alarms && n.health && !n.gates);
+}
+
+#[test]
+fn an_unreadable_record_blocks_writes_nothing_and_adopts_nothing() {
+    let unreadable = crate::record::Unreadable {
+        service: "web".into(),
+        tag: crate::record::TAG_PHASE,
+        value: "Paused".into(),
+        problem: "is not a phase this version knows",
+    };
+    // Git names a new release and every gate would pass: still nothing happens.
+    let p = plan(
+        &desired('b', ""),
+        &observed(steady(GOOD)),
+        &Err(unreadable.clone()),
+        t(5),
+        Duration::from_secs(10),
+    );
+    assert_eq!(p.phase(), Phase::Blocked);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(
+        !p.persist,
+        "nothing is written over a record it cannot read"
+    );
+    assert_eq!(p.record.last_good, None, "nothing running is adopted");
+    assert!(p.record.verified.is_empty(), "nothing is verified");
+    assert_eq!(p.gates[0].name, GateName::RecordUnreadable);
+    assert_eq!(p.transition.as_ref().unwrap().reason, Why::RecordUnreadable);
+    assert!(p.message.contains("ecs-gitops:phase"), "{}", p.message);
+    assert_eq!(
+        needs(&desired('b', ""), &Err(unreadable)),
+        Needs::default(),
+        "no gate is read for a decision that cannot be made"
+    );
 }

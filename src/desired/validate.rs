@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::desired::yaml::{Location, MAX_FILE_BYTES};
 use crate::desired::{self, DesiredState, Problem};
-use crate::yaml::{Location, MAX_FILE_BYTES};
 
 #[derive(Debug, Default)]
 pub struct Report {

@@ -1,13 +1,18 @@
-//! The one-shot commands: `plan` (decide without acting) and `status` (ask a daemon).
+//! The one-shot commands: `plan` (decide without acting), `status` (ask a daemon) and
+//! `promote` (commit another environment's verified release).
+
+pub mod promote;
 
 use std::fmt::Write;
 use std::time::Duration;
 
 use crate::aws::Aws;
+use crate::controller::{AwsWorld, pass};
+use crate::desired::FileState;
 use crate::metrics::Metrics;
+use crate::observe::{Observer, health::HealthChecker};
 use crate::plan::{Action, UpdateWhy, short_td};
-use crate::reconcile;
-use crate::source::{FileState, Source};
+use crate::source::Source;
 use crate::status::StatusReport;
 
 /// What the next pass of each environment would do, and why.
@@ -18,6 +23,9 @@ pub async fn plan(repo: &str, branch: &str, path: &str, envs: &[String]) -> anyh
     let source = Source::new(repo, branch, path, cache.path());
     let snap = source.load().await?;
     let aws = Aws::from_env(std::sync::Arc::new(Metrics::new())).await;
+    let world = AwsWorld {
+        observer: Observer::new(aws, HealthChecker::new(Duration::from_secs(5))?),
+    };
     let mut out = String::new();
     writeln!(
         out,
@@ -41,11 +49,12 @@ pub async fn plan(repo: &str, branch: &str, path: &str, envs: &[String]) -> anyh
             FileState::Valid(d) => d,
         };
         let upstream = desired.promote_from.as_deref().and_then(|u| snap.valid(u));
-        let pass = match reconcile::decide(
-            &aws,
+        let pass = match pass::decide(
+            &world,
             desired,
             upstream,
             &snap.revision,
+            std::time::SystemTime::now(),
             Duration::from_secs(10),
         )
         .await
@@ -57,12 +66,12 @@ pub async fn plan(repo: &str, branch: &str, path: &str, envs: &[String]) -> anyh
             }
         };
         let p = &pass.plan;
-        let now = pass
-            .record
-            .as_ref()
-            .map(|r| r.phase.as_str())
-            .unwrap_or("(new: would adopt)");
-        writeln!(out, "  phase: {now} -> {}", p.phase)?;
+        let now = match &pass.record {
+            Ok(Some(r)) => r.phase.as_str(),
+            Ok(None) => "(new: would adopt)",
+            Err(_) => "(record unreadable)",
+        };
+        writeln!(out, "  phase: {now} -> {}", p.phase())?;
         writeln!(out, "  desired release: {}", desired.release)?;
         if let Some(r) = &p.record.last_good {
             writeln!(out, "  last good: {r}")?;
@@ -75,7 +84,7 @@ pub async fn plan(repo: &str, branch: &str, path: &str, envs: &[String]) -> anyh
             writeln!(
                 out,
                 "  gate {:<9} {}: {}",
-                g.name,
+                g.name.as_str(),
                 if g.passed { "pass" } else { "FAIL" },
                 g.detail
             )?;

@@ -15,14 +15,15 @@ pub struct HealthChecker {
 }
 
 impl HealthChecker {
-    pub fn new(timeout: Duration) -> HealthChecker {
+    /// A client with `timeout` and no redirects; failing to build one is an error, never a
+    /// silent fallback to a client without them.
+    pub fn new(timeout: Duration) -> Result<HealthChecker, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("ecs-gitops/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
-        HealthChecker { client }
+            .build()?;
+        Ok(HealthChecker { client })
     }
 
     pub async fn check(&self, hc: &HealthCheck) -> Check {

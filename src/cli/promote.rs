@@ -12,10 +12,11 @@ use std::sync::Arc;
 use tokio::process::Command;
 
 use crate::aws::Aws;
+use crate::desired::yaml::{self, Node};
 use crate::desired::{self, DesiredState, Release};
 use crate::metrics::Metrics;
+use crate::observe::{Observer, health::HealthChecker};
 use crate::record::Record;
-use crate::yaml::{self, Node};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromoteError {
@@ -140,11 +141,17 @@ pub async fn promote(
         )));
     }
     let aws = Aws::from_env(Arc::new(Metrics::new())).await;
-    let tags = aws
+    let observer = Observer::new(
+        aws,
+        HealthChecker::new(std::time::Duration::from_secs(5))
+            .map_err(|e| PromoteError::Invalid(format!("cannot build an HTTP client: {e}")))?,
+    );
+    let tags = observer
         .service_tags(&upstream)
         .await
         .map_err(|e| PromoteError::Aws(e, from.to_string()))?;
     let release = Record::from_tags(&tags)
+        .map_err(|e| PromoteError::Invalid(format!("{from}: {e}")))?
         .and_then(|r| r.last_good)
         .ok_or_else(|| PromoteError::NothingVerified {
             from: from.to_string(),

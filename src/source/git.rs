@@ -6,18 +6,12 @@
 //! `notify` (a commit changes a ref under `.git`, which wakes the source at once); a remote one
 //! is fetched into a private bare mirror every interval and on demand (webhook).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::process::Command;
-use tokio::sync::{Notify, watch};
-use tokio_util::sync::CancellationToken;
 
-use crate::desired::{self, DesiredState, Problem};
-use crate::metrics::Metrics;
-use crate::yaml::{Location, MAX_FILE_BYTES};
+use crate::desired::{self};
+use crate::desired::{Snapshot, SnapshotBuilder};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -35,29 +29,6 @@ pub enum SourceError {
         path: String,
         revision: String,
     },
-}
-
-/// One environment's file at a revision.
-#[derive(Debug, Clone)]
-pub enum FileState {
-    Valid(Box<DesiredState>),
-    Invalid(Vec<Problem>),
-}
-
-/// The desired state of every environment at one commit.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub revision: String,
-    pub files: BTreeMap<String, FileState>,
-}
-
-impl Snapshot {
-    pub fn valid(&self, env: &str) -> Option<&DesiredState> {
-        match self.files.get(env) {
-            Some(FileState::Valid(d)) => Some(d),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -255,213 +226,6 @@ impl Source {
     pub async fn watch_dir(&self) -> Result<PathBuf, SourceError> {
         let out = self.git(&["rev-parse", "--absolute-git-dir"]).await?;
         Ok(PathBuf::from(String::from_utf8_lossy(&out).trim()))
-    }
-}
-
-/// Collects the files of one revision into a `Snapshot`, with the same checks whatever the
-/// source (git or GitHub's contents API).
-#[derive(Default)]
-pub struct SnapshotBuilder {
-    files: BTreeMap<String, FileState>,
-    parsed: Vec<(PathBuf, DesiredState)>,
-}
-
-impl SnapshotBuilder {
-    fn invalid(&mut self, rel: PathBuf, message: String) {
-        let env = desired::stem_of(&rel);
-        self.files.insert(
-            env,
-            FileState::Invalid(vec![Problem {
-                path: rel,
-                at: Location { line: 1, col: 1 },
-                message,
-            }]),
-        );
-    }
-
-    /// Records a file over the size limit as invalid, before it is read; true if it was.
-    pub fn too_large(&mut self, rel: &Path, size: usize) -> bool {
-        if size <= MAX_FILE_BYTES {
-            return false;
-        }
-        self.invalid(
-            rel.to_path_buf(),
-            format!("file is {size} bytes, over the {MAX_FILE_BYTES} byte limit for a desired-state file"),
-        );
-        true
-    }
-
-    /// Parses and validates one file's bytes (`None`: the source could not decode them).
-    pub fn add(&mut self, rel: PathBuf, bytes: Option<Vec<u8>>) {
-        let Some(text) = bytes.and_then(|b| String::from_utf8(b).ok()) else {
-            return self.invalid(rel, "file is not UTF-8 text; save it as UTF-8".into());
-        };
-        let env = desired::stem_of(&rel);
-        let state = match desired::parse(&rel, &text) {
-            Ok(s) => {
-                self.parsed.push((rel, s.clone()));
-                FileState::Valid(Box::new(s))
-            }
-            Err(p) => FileState::Invalid(p),
-        };
-        self.files.insert(env, state);
-    }
-
-    /// Promotion problems across files (`desired::check_set`) make the files that have them
-    /// invalid.
-    pub fn finish(mut self, revision: String) -> Snapshot {
-        for problem in desired::check_set(&self.parsed) {
-            let env = desired::stem_of(&problem.path);
-            match self.files.get_mut(&env) {
-                Some(FileState::Invalid(p)) => p.push(problem),
-                Some(slot) => *slot = FileState::Invalid(vec![problem]),
-                None => {}
-            }
-        }
-        Snapshot {
-            revision,
-            files: self.files,
-        }
-    }
-}
-
-/// Where snapshots come from: a git repository (local or remote) or GitHub's contents API.
-pub enum Origin {
-    Git(Source),
-    GitHub(Box<crate::github::ContentsSource>),
-}
-
-impl Origin {
-    pub fn display(&self) -> String {
-        match self {
-            Origin::Git(s) => s.display(),
-            Origin::GitHub(g) => g.display(),
-        }
-    }
-
-    /// A new snapshot if the head moved since `last_revision`.
-    async fn poll(&mut self, last_revision: &str) -> Result<Option<Snapshot>, String> {
-        match self {
-            Origin::Git(source) => {
-                source.fetch().await.map_err(|e| e.to_string())?;
-                let rev = source.revision().await.map_err(|e| e.to_string())?;
-                if rev == last_revision {
-                    return Ok(None);
-                }
-                source.read(&rev).await.map(Some).map_err(|e| e.to_string())
-            }
-            Origin::GitHub(g) => g.poll().await.map_err(|e| e.to_string()),
-        }
-    }
-}
-
-/// State of the source as the rest of the daemon sees it.
-#[derive(Debug, Clone, Default)]
-pub struct SourceStatus {
-    pub snapshot: Option<Arc<Snapshot>>,
-    pub error: Option<String>,
-    /// Consecutive failed reads.
-    pub failures: u32,
-}
-
-/// Runs the source: publishes a new snapshot whenever the branch head moves.
-/// `trigger` is notified by the file watcher and the webhook; `interval` bounds the wait.
-pub async fn run(
-    mut origin: Origin,
-    interval: Duration,
-    trigger: Arc<Notify>,
-    tx: watch::Sender<SourceStatus>,
-    metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-) {
-    // Keep the watcher alive for the whole loop; dropping it stops watching.
-    let _watcher = match &origin {
-        Origin::Git(source) if source.is_local() => match source.watch_dir().await {
-            Ok(dir) => start_watcher(&dir, trigger.clone()),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot find the git directory to watch; polling every interval");
-                None
-            }
-        },
-        _ => None,
-    };
-    let mut last_revision = String::new();
-    loop {
-        let outcome = origin.poll(&last_revision).await;
-        match outcome {
-            Ok(Some(snapshot)) => {
-                metrics.git_fetches.with_label_values(&["changed"]).inc();
-                tracing::info!(revision = %snapshot.revision, environments = snapshot.files.len(), "desired state read");
-                for (env, f) in &snapshot.files {
-                    if let FileState::Invalid(problems) = f {
-                        for p in problems {
-                            tracing::warn!(environment = %env, revision = %snapshot.revision, problem = %p, "invalid desired-state file; keeping the last valid state");
-                        }
-                    }
-                }
-                last_revision = snapshot.revision.clone();
-                tx.send_modify(|s| {
-                    s.snapshot = Some(Arc::new(snapshot));
-                    s.error = None;
-                    s.failures = 0;
-                });
-            }
-            Ok(None) => {
-                metrics.git_fetches.with_label_values(&["unchanged"]).inc();
-                tx.send_if_modified(|s| {
-                    let changed = s.error.is_some();
-                    s.error = None;
-                    s.failures = 0;
-                    changed
-                });
-            }
-            Err(e) => {
-                metrics.git_fetches.with_label_values(&["error"]).inc();
-                tracing::warn!(error = %e, "reading the desired-state repository failed; keeping the last state");
-                tx.send_modify(|s| {
-                    s.error = Some(e.to_string());
-                    s.failures += 1;
-                });
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = trigger.notified() => {}
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
-}
-
-fn start_watcher(dir: &Path, trigger: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
-    let handler = move |res: notify::Result<notify::Event>| {
-        // Reads are reported too (inotify's open/access/close-nowrite), and the source's own
-        // `git` reads would then wake it again and again: only changes count.
-        if let Ok(ev) = res.as_ref()
-            && !ev.kind.is_access()
-        {
-            // Object writes come before the ref update and are many; anything else may be a commit.
-            let relevant = ev
-                .paths
-                .iter()
-                .any(|p| !p.to_string_lossy().contains("/objects/"));
-            if relevant {
-                trigger.notify_one();
-            }
-        }
-    };
-    match notify::recommended_watcher(handler) {
-        Ok(mut w) => match w.watch(dir, RecursiveMode::Recursive) {
-            Ok(()) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the repository; polling every interval");
-                None
-            }
-        },
-        Err(e) => {
-            tracing::warn!(error = %e, "no file watcher; polling every interval");
-            None
-        }
     }
 }
 

@@ -1,0 +1,204 @@
+//! Carrying out a plan, deciding nothing: write the record the plan says to persist (only the
+//! tags that changed), then each action in order. What apply learns (the revision a Deploy
+//! registered or reused) goes back through `Record::with_target` into the service's tags, so a
+//! restarted controller knows what it was waiting for.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ecs::types::Tag;
+
+use crate::aws::taskdef::Registrable;
+use crate::aws::{Aws, AwsError, ErrorClass};
+use crate::desired::{DesiredState, Release};
+use crate::plan::{Action, Observed, Plan};
+use crate::record::{self, PREFIX, TAG_RELEASE};
+
+/// Errors of applying a plan that are not AWS errors: the desired state cannot be applied to
+/// what ECS has (a human must change the file or the task definition).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error(
+        "task definition {task_definition} of service {service} has {count} containers; set `container:` for {service} in the desired-state file"
+    )]
+    WhichContainer {
+        service: String,
+        task_definition: String,
+        count: usize,
+    },
+    #[error(
+        "task definition {task_definition} of service {service} has no container named `{container}`; fix `container:` in the desired-state file (containers: {known})"
+    )]
+    NoSuchContainer {
+        service: String,
+        task_definition: String,
+        container: String,
+        known: String,
+    },
+}
+
+impl ApplyError {
+    /// Every value `kind` returns: the `kind` label set of the reconcile error metric.
+    pub const KINDS: [&'static str; 6] = [
+        ErrorClass::Throttled.as_str(),
+        ErrorClass::ServerError.as_str(),
+        ErrorClass::Network.as_str(),
+        ErrorClass::NotFound.as_str(),
+        ErrorClass::ClientError.as_str(),
+        "config",
+    ];
+
+    /// A short, fixed identifier for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApplyError::Aws(e) => e.class.as_str(),
+            ApplyError::WhichContainer { .. } | ApplyError::NoSuchContainer { .. } => "config",
+        }
+    }
+}
+
+/// What applying a plan did and learned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Write calls made (tags, registrations, updates).
+    pub writes: usize,
+    /// Per deployed service: the revision it now targets.
+    pub targets: BTreeMap<String, String>,
+}
+
+/// Persists the plan's record (if the plan says so), then carries out its actions.
+pub async fn apply(
+    aws: &Aws,
+    desired: &DesiredState,
+    obs: &Observed,
+    plan: &Plan,
+) -> Result<Applied, ApplyError> {
+    let region = desired.region.as_str();
+    let mut done = Applied::default();
+    if plan.persist {
+        for (name, s) in &obs.services {
+            if desired.services.contains_key(name) {
+                done.writes +=
+                    write_record(aws, region, &s.arn, &s.tags, &plan.record.tags_for(name)).await?;
+            }
+        }
+    }
+    for action in &plan.actions {
+        match action {
+            Action::Update {
+                service,
+                task_definition,
+                ..
+            } => {
+                aws.update_service(region, &desired.cluster, service, task_definition)
+                    .await?;
+                done.writes += 1;
+            }
+            Action::Deploy {
+                service,
+                base_task_definition,
+                container,
+                image,
+                release,
+            } => {
+                let (td, registered) = ensure_revision(
+                    aws,
+                    region,
+                    service,
+                    base_task_definition,
+                    container.as_deref(),
+                    image,
+                    release,
+                )
+                .await?;
+                done.writes += usize::from(registered);
+                aws.update_service(region, &desired.cluster, service, &td)
+                    .await?;
+                done.writes += 1;
+                if let Some(s) = obs.services.get(service) {
+                    let before = plan.record.tags_for(service);
+                    let after = plan.record.with_target(service, &td).tags_for(service);
+                    done.writes += write_record(aws, region, &s.arn, &before, &after).await?;
+                }
+                done.targets.insert(service.clone(), td);
+            }
+        }
+    }
+    Ok(done)
+}
+
+async fn write_record(
+    aws: &Aws,
+    region: &str,
+    arn: &str,
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Result<usize, AwsError> {
+    let diff = record::diff_tags(old, new);
+    if diff.is_empty() {
+        return Ok(0);
+    }
+    aws.write_tags(region, arn, &diff.set, &diff.remove).await
+}
+
+/// The revision of `base` with only `container`'s image changed: an existing identical
+/// one if there is one (a retry after a crash must not register twice), else a new one.
+/// Returns its ARN and whether it was registered now.
+async fn ensure_revision(
+    aws: &Aws,
+    region: &str,
+    service: &str,
+    base: &str,
+    container: Option<&str>,
+    image: &str,
+    release: &Release,
+) -> Result<(String, bool), ApplyError> {
+    let base = aws.task_definition(region, base).await?;
+    let mut wanted = Registrable::of(&base.td);
+    let defs = &mut wanted.container_definitions;
+    let idx = match container {
+        Some(name) => defs
+            .iter()
+            .position(|c| c.name() == Some(name))
+            .ok_or_else(|| ApplyError::NoSuchContainer {
+                service: service.to_string(),
+                task_definition: base.arn().to_string(),
+                container: name.to_string(),
+                known: defs
+                    .iter()
+                    .filter_map(|c| c.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?,
+        None if defs.len() == 1 => 0,
+        None => {
+            return Err(ApplyError::WhichContainer {
+                service: service.to_string(),
+                task_definition: base.arn().to_string(),
+                count: defs.len(),
+            });
+        }
+    };
+    defs[idx].image = Some(image.to_string());
+    for arn in aws.recent_revisions(region, &wanted.family, 10).await? {
+        let candidate = aws.task_definition(region, &arn).await?;
+        if Registrable::of(&candidate.td) == wanted {
+            return Ok((arn, false));
+        }
+    }
+    let mut tags: Vec<Tag> = base
+        .tags
+        .iter()
+        .filter(|t| !t.key().unwrap_or_default().starts_with(PREFIX))
+        .cloned()
+        .collect();
+    tags.push(
+        Tag::builder()
+            .key(TAG_RELEASE)
+            .value(release.as_str())
+            .build(),
+    );
+    let registered = aws.register(region, &wanted, tags).await?;
+    Ok((registered.arn().to_string(), true))
+}

@@ -1,0 +1,247 @@
+//! ECS: services, task definition revisions (cached: they are immutable), updates and tags.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ecs::types::{
+    Service, ServiceField, SortOrder, Tag, TaskDefinition, TaskDefinitionField,
+    TaskDefinitionStatus,
+};
+
+use super::taskdef::Registrable;
+use super::{Aws, AwsError, ErrorClass};
+
+/// A described task definition revision and its tags.
+#[derive(Debug, Clone)]
+pub struct CachedTd {
+    pub td: TaskDefinition,
+    pub tags: Vec<Tag>,
+}
+
+impl CachedTd {
+    pub fn arn(&self) -> &str {
+        self.td.task_definition_arn().unwrap_or_default()
+    }
+}
+
+/// Services found (ACTIVE) and the names ECS does not know (or knows as draining/inactive).
+pub struct Described {
+    pub services: Vec<Service>,
+    pub missing: Vec<String>,
+}
+
+impl Aws {
+    /// Describes services, 10 per call (the API's limit), tags included. A cluster that does
+    /// not exist makes its services missing, not an error.
+    pub async fn describe_services(
+        &self,
+        region: &str,
+        cluster: &str,
+        names: &[String],
+    ) -> Result<Described, AwsError> {
+        let c = self.clients(region);
+        let mut out = Described {
+            services: Vec::new(),
+            missing: Vec::new(),
+        };
+        for chunk in names.chunks(10) {
+            let answer = self
+                .call("ecs", "DescribeServices", || {
+                    c.ecs
+                        .describe_services()
+                        .cluster(cluster)
+                        .set_services(Some(chunk.to_vec()))
+                        .include(ServiceField::Tags)
+                        .send()
+                })
+                .await;
+            let answer = match answer {
+                Ok(o) => o,
+                Err(e) if e.code.as_deref() == Some("ClusterNotFoundException") => {
+                    out.missing.extend(chunk.iter().cloned());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for s in answer.services() {
+                if s.status() == Some("ACTIVE") {
+                    out.services.push(s.clone());
+                } else {
+                    out.missing
+                        .push(s.service_name().unwrap_or_default().to_string());
+                }
+            }
+            for f in answer.failures() {
+                if let Some(arn) = f.arn() {
+                    out.missing
+                        .push(arn.rsplit('/').next().unwrap_or(arn).to_string());
+                }
+            }
+        }
+        out.missing.sort();
+        out.missing.dedup();
+        Ok(out)
+    }
+
+    /// One revision, from the cache when it was seen before. An answer without a task
+    /// definition is an error, never an empty revision.
+    pub async fn task_definition(&self, region: &str, arn: &str) -> Result<CachedTd, AwsError> {
+        if let Some(hit) = self
+            .tds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(arn)
+            .cloned()
+        {
+            return Ok(hit);
+        }
+        let c = self.clients(region);
+        let out = self
+            .call("ecs", "DescribeTaskDefinition", || {
+                c.ecs
+                    .describe_task_definition()
+                    .task_definition(arn)
+                    .include(TaskDefinitionField::Tags)
+                    .send()
+            })
+            .await?;
+        let Some(td) = out.task_definition().cloned() else {
+            return Err(empty_answer("DescribeTaskDefinition", arn));
+        };
+        let cached = CachedTd {
+            td,
+            tags: out.tags().to_vec(),
+        };
+        self.remember(arn, &cached);
+        Ok(cached)
+    }
+
+    fn remember(&self, asked: &str, cached: &CachedTd) {
+        let mut map = self.tds.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(cached.arn().to_string(), cached.clone());
+        map.insert(asked.to_string(), cached.clone());
+    }
+
+    /// The newest ACTIVE revisions of `family`, newest first (at most `max`).
+    pub async fn recent_revisions(
+        &self,
+        region: &str,
+        family: &str,
+        max: i32,
+    ) -> Result<Vec<String>, AwsError> {
+        let c = self.clients(region);
+        let listed = self
+            .call("ecs", "ListTaskDefinitions", || {
+                c.ecs
+                    .list_task_definitions()
+                    .family_prefix(family)
+                    .status(TaskDefinitionStatus::Active)
+                    .sort(SortOrder::Desc)
+                    .max_results(max)
+                    .send()
+            })
+            .await?;
+        Ok(listed.task_definition_arns().to_vec())
+    }
+
+    /// Registers a revision from `fields`, tagged with `tags`.
+    pub async fn register(
+        &self,
+        region: &str,
+        fields: &Registrable,
+        tags: Vec<Tag>,
+    ) -> Result<CachedTd, AwsError> {
+        let c = self.clients(region);
+        let out = self
+            .call("ecs", "RegisterTaskDefinition", || {
+                fields
+                    .request(c.ecs.register_task_definition())
+                    .set_tags(Some(tags.clone()))
+                    .send()
+            })
+            .await?;
+        let Some(td) = out.task_definition().cloned() else {
+            return Err(empty_answer("RegisterTaskDefinition", &fields.family));
+        };
+        let cached = CachedTd { td, tags };
+        if cached.arn().is_empty() {
+            return Err(empty_answer("RegisterTaskDefinition", &fields.family));
+        }
+        self.remember(cached.arn(), &cached);
+        Ok(cached)
+    }
+
+    pub async fn update_service(
+        &self,
+        region: &str,
+        cluster: &str,
+        service: &str,
+        task_definition: &str,
+    ) -> Result<(), AwsError> {
+        if task_definition.is_empty() {
+            return Err(empty_answer("UpdateService", service));
+        }
+        let c = self.clients(region);
+        self.call("ecs", "UpdateService", || {
+            c.ecs
+                .update_service()
+                .cluster(cluster)
+                .service(service)
+                .task_definition(task_definition)
+                .send()
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Sets and removes tags on one resource; returns the number of write calls made.
+    pub async fn write_tags(
+        &self,
+        region: &str,
+        arn: &str,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<usize, AwsError> {
+        let c = self.clients(region);
+        let mut writes = 0;
+        if !set.is_empty() {
+            let tags: Vec<Tag> = set
+                .iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect();
+            self.call("ecs", "TagResource", || {
+                c.ecs
+                    .tag_resource()
+                    .resource_arn(arn)
+                    .set_tags(Some(tags.clone()))
+                    .send()
+            })
+            .await?;
+            writes += 1;
+        }
+        if !remove.is_empty() {
+            self.call("ecs", "UntagResource", || {
+                c.ecs
+                    .untag_resource()
+                    .resource_arn(arn)
+                    .set_tag_keys(Some(remove.to_vec()))
+                    .send()
+            })
+            .await?;
+            writes += 1;
+        }
+        Ok(writes)
+    }
+}
+
+/// An answer that lacks what the operation exists to return (or a request that would send
+/// an empty identifier): an error that says so, never a silent default.
+fn empty_answer(operation: &'static str, about: &str) -> AwsError {
+    AwsError {
+        service: "ecs",
+        operation,
+        class: ErrorClass::ServerError,
+        code: None,
+        message: format!("no task definition in the answer for {about:?}"),
+        source: None,
+    }
+}

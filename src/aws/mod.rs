@@ -1,0 +1,243 @@
+//! AWS through the real SDK: the clients of each region and the one call wrapper.
+//!
+//! Every call goes through `Aws::call`, which counts it by service, operation and outcome and
+//! retries transient failures (throttling, 5xx, dropped connections, timeouts) with jittered
+//! exponential backoff from `backon`; the SDK's own retries are off so each attempt is
+//! counted once. An error keeps AWS's error code and message (and the SDK error as its source)
+//! so the status and the log say what AWS said. The modules below are thin and typed; what the
+//! answers mean is decided in `observe` and `plan`.
+
+pub mod cloudwatch;
+pub mod ecr;
+pub mod ecs;
+pub mod taskdef;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ecs::config::http::HttpResponse;
+use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use backon::{ExponentialBuilder, Retryable};
+
+use crate::metrics::Metrics;
+
+/// How an AWS error should be handled (and the `outcome` metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    Throttled,
+    ServerError,
+    Network,
+    NotFound,
+    ClientError,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 5] = [
+        ErrorClass::Throttled,
+        ErrorClass::ServerError,
+        ErrorClass::Network,
+        ErrorClass::NotFound,
+        ErrorClass::ClientError,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Throttled => "throttled",
+            ErrorClass::ServerError => "server_error",
+            ErrorClass::Network => "network_error",
+            ErrorClass::NotFound => "not_found",
+            ErrorClass::ClientError => "client_error",
+        }
+    }
+
+    pub fn transient(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Throttled | ErrorClass::ServerError | ErrorClass::Network
+        )
+    }
+}
+
+/// One failed AWS operation, with what AWS said.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{service} {operation} failed ({}): {}", class.as_str(), self.said())]
+pub struct AwsError {
+    pub service: &'static str,
+    pub operation: &'static str,
+    pub class: ErrorClass,
+    /// AWS's error code (`ThrottlingException`, `ClusterNotFoundException`, ...).
+    pub code: Option<String>,
+    /// AWS's error message, or what the SDK said when there was no answer.
+    pub message: String,
+    #[source]
+    pub source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl AwsError {
+    /// `Code: message`, or the message alone when AWS gave no code.
+    pub fn said(&self) -> String {
+        match &self.code {
+            Some(c) => format!("{c}: {}", self.message),
+            None => self.message.clone(),
+        }
+    }
+
+    /// Short form for a gate or check that could not be read: `DescribeAlarms ThrottlingException: Rate exceeded`.
+    pub fn brief(&self) -> String {
+        format!("{} {}", self.operation, self.said())
+    }
+}
+
+fn classify<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> ErrorClass {
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            ErrorClass::Network
+        }
+        _ => {
+            let code = e.code().unwrap_or_default();
+            let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
+            if code.contains("Throttl") || code == "TooManyRequestsException" || status == 429 {
+                ErrorClass::Throttled
+            } else if status >= 500 {
+                ErrorClass::ServerError
+            } else if code.contains("NotFound") {
+                ErrorClass::NotFound
+            } else {
+                ErrorClass::ClientError
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Clients {
+    pub ecs: aws_sdk_ecs::Client,
+    pub ecr: aws_sdk_ecr::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+}
+
+/// The AWS clients of all regions the environments use, with a cache of task definitions
+/// (revisions are immutable; the controller only tags the ones it registers, at birth).
+#[derive(Clone)]
+pub struct Aws {
+    config: SdkConfig,
+    clients: Arc<Mutex<HashMap<String, Clients>>>,
+    tds: Arc<Mutex<HashMap<String, ecs::CachedTd>>>,
+    metrics: Arc<Metrics>,
+    retry: ExponentialBuilder,
+}
+
+impl Aws {
+    /// Loads the standard SDK configuration (credential chain, `AWS_ENDPOINT_URL`, ...).
+    pub async fn from_env(metrics: Arc<Metrics>) -> Aws {
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(10))
+                    .build(),
+            )
+            .load()
+            .await;
+        Aws {
+            config,
+            clients: Arc::default(),
+            tds: Arc::default(),
+            metrics,
+            retry: ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(3))
+                .with_max_times(3)
+                .with_jitter(),
+        }
+    }
+
+    pub(crate) fn clients(&self, region: &str) -> Clients {
+        let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(region.to_string())
+            .or_insert_with(|| {
+                let r = Region::new(region.to_string());
+                Clients {
+                    ecs: aws_sdk_ecs::Client::from_conf(
+                        aws_sdk_ecs::config::Builder::from(&self.config)
+                            .region(r.clone())
+                            .build(),
+                    ),
+                    ecr: aws_sdk_ecr::Client::from_conf(
+                        aws_sdk_ecr::config::Builder::from(&self.config)
+                            .region(r.clone())
+                            .build(),
+                    ),
+                    cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
+                        aws_sdk_cloudwatch::config::Builder::from(&self.config)
+                            .region(r)
+                            .build(),
+                    ),
+                }
+            })
+            .clone()
+    }
+
+    /// One AWS operation: counted per attempt, retried while transient.
+    pub(crate) async fn call<T, E, F, Fut>(
+        &self,
+        service: &'static str,
+        operation: &'static str,
+        f: F,
+    ) -> Result<T, AwsError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let attempt = || async {
+            match f().await {
+                Ok(v) => {
+                    self.metrics
+                        .aws_requests
+                        .with_label_values(&[service, operation, "ok"])
+                        .inc();
+                    Ok(v)
+                }
+                Err(e) => {
+                    let class = classify(&e);
+                    self.metrics
+                        .aws_requests
+                        .with_label_values(&[service, operation, class.as_str()])
+                        .inc();
+                    Err(AwsError {
+                        service,
+                        operation,
+                        class,
+                        code: e.code().map(str::to_string),
+                        message: e
+                            .message()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| DisplayErrorContext(&e).to_string()),
+                        source: Some(Arc::new(e)),
+                    })
+                }
+            }
+        };
+        attempt
+            .retry(self.retry)
+            .when(|e: &AwsError| e.class.transient())
+            .notify(|e: &AwsError, after: Duration| {
+                tracing::debug!(
+                    service,
+                    operation,
+                    class = e.class.as_str(),
+                    code = e.code.as_deref().unwrap_or(""),
+                    retry_in_ms = after.as_millis() as u64,
+                    "retrying AWS call"
+                );
+            })
+            .await
+    }
+}

@@ -1,0 +1,230 @@
+//! The per-environment loop: observe, plan, apply, report; then wait for a new commit or the
+//! requeue delay, whichever comes first.
+//!
+//! Each environment runs in its own task, so a slow or failing environment never stalls
+//! another. A failed pass keeps the environment's state (it lives in AWS) and is retried with
+//! exponential backoff and jitter, reset by the next successful pass (the error policy of
+//! kube-runtime's controller). The world is reached through three small seams (`Observe`,
+//! `Apply`, `Clock`), so the loop is tested with in-memory fakes and a paused clock, and runs
+//! against AWS through `AwsWorld`.
+
+pub mod pass;
+pub mod report;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{Applied, ApplyError};
+use crate::aws::Aws;
+use crate::desired::{DesiredState, FileState, Release};
+use crate::metrics::Metrics;
+use crate::observe::Observer;
+use crate::plan::{GateName, Observed, Outcome, Plan, RecordRead};
+use crate::record::PhaseKind;
+use crate::source::SourceStatus;
+use crate::status::{Board, rfc3339};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Reads the world for one environment (`observe::Observer` against AWS).
+pub trait Observe: Send + Sync {
+    fn observe<'a>(
+        &'a self,
+        desired: &'a DesiredState,
+        upstream: Option<&'a DesiredState>,
+        revision: &'a str,
+    ) -> BoxFuture<'a, Result<(Observed, RecordRead), ApplyError>>;
+}
+
+/// Carries out a plan (`apply::apply` against AWS).
+pub trait Apply: Send + Sync {
+    fn apply<'a>(
+        &'a self,
+        desired: &'a DesiredState,
+        observed: &'a Observed,
+        plan: &'a Plan,
+    ) -> BoxFuture<'a, Result<Applied, ApplyError>>;
+}
+
+/// The time `plan` is given.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// The real world: AWS through the SDK.
+#[derive(Clone)]
+pub struct AwsWorld {
+    pub observer: Observer,
+}
+
+impl AwsWorld {
+    pub fn aws(&self) -> &Aws {
+        &self.observer.aws
+    }
+}
+
+impl Observe for AwsWorld {
+    fn observe<'a>(
+        &'a self,
+        desired: &'a DesiredState,
+        upstream: Option<&'a DesiredState>,
+        revision: &'a str,
+    ) -> BoxFuture<'a, Result<(Observed, RecordRead), ApplyError>> {
+        Box::pin(async move {
+            Ok(self
+                .observer
+                .observe(desired, upstream, Some(revision.to_string()))
+                .await?)
+        })
+    }
+}
+
+impl Apply for AwsWorld {
+    fn apply<'a>(
+        &'a self,
+        desired: &'a DesiredState,
+        observed: &'a Observed,
+        plan: &'a Plan,
+    ) -> BoxFuture<'a, Result<Applied, ApplyError>> {
+        Box::pin(crate::apply::apply(self.aws(), desired, observed, plan))
+    }
+}
+
+/// Everything the environment tasks share.
+#[derive(Clone)]
+pub struct Shared {
+    pub observe: Arc<dyn Observe>,
+    pub apply: Arc<dyn Apply>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub board: Board,
+    pub interval: Duration,
+    /// GitHub deployment statuses and tags, when configured (best effort, never blocks).
+    pub github: Option<crate::github::Reporter>,
+}
+
+/// kube-runtime's defaults: 800 ms doubling to 30 s, with jitter, reset on success.
+fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(800))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+}
+
+/// Runs one environment until cancelled.
+pub async fn run_environment(
+    env: String,
+    shared: Shared,
+    mut rx: watch::Receiver<SourceStatus>,
+    cancel: CancellationToken,
+) {
+    let gates = GateName::ALL.map(GateName::as_str);
+    shared
+        .metrics
+        .init_environment(&env, &gates, &ApplyError::KINDS);
+    let mut last_valid: Option<(Arc<DesiredState>, String)> = None;
+    let mut retry = backoff().build();
+    // When this process first saw git name the current release, until it is verified.
+    let mut seen: Option<(Release, Instant)> = None;
+    // The phase this loop last reported: a Blocked pass writes nothing, so the record still
+    // names the phase before it, and the transition would otherwise be news every pass.
+    let mut reported: Option<PhaseKind> = None;
+    loop {
+        let status = rx.borrow_and_update().clone();
+        let snapshot = status.snapshot.clone();
+        if let Some(snap) = &snapshot {
+            match snap.files.get(&env) {
+                Some(FileState::Valid(d)) => {
+                    last_valid = Some((Arc::new((**d).clone()), snap.revision.clone()));
+                    shared.board.update(&env, |s| s.file_problems.clear());
+                }
+                Some(FileState::Invalid(problems)) => {
+                    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                    shared.board.update(&env, |s| s.file_problems = lines);
+                }
+                None => shared.board.update(&env, |s| {
+                    s.file_problems = vec![format!(
+                        "desired-state/{env}.yaml is not in revision {}; keeping the last valid state",
+                        snap.revision
+                    )]
+                }),
+            }
+        }
+        let delay = match &last_valid {
+            None => shared.interval,
+            Some((desired, revision)) => {
+                let upstream = desired
+                    .promote_from
+                    .as_deref()
+                    .and_then(|u| snapshot.as_ref().and_then(|s| s.valid(u)));
+                let timer = shared
+                    .metrics
+                    .reconcile_duration
+                    .with_label_values(&[env.as_str()])
+                    .start_timer();
+                if seen.as_ref().map(|s| &s.0) != Some(&desired.release) {
+                    seen = Some((desired.release.clone(), Instant::now()));
+                }
+                let result =
+                    pass::reconcile_once(&shared, desired, upstream, revision, &mut reported).await;
+                timer.observe_duration();
+                match result {
+                    Ok(plan) => {
+                        retry = backoff().build();
+                        if plan.outcomes.contains(&Outcome::Verified)
+                            && let Some((_, at)) =
+                                seen.take_if(|s| Some(&s.0) == plan.record.last_good.as_ref())
+                        {
+                            shared
+                                .metrics
+                                .commit_to_verified
+                                .with_label_values(&[env.as_str()])
+                                .observe(at.elapsed().as_secs_f64());
+                        }
+                        plan.requeue
+                    }
+                    Err(e) => {
+                        shared
+                            .metrics
+                            .reconcile_errors
+                            .with_label_values(&[env.as_str(), e.kind()])
+                            .inc();
+                        tracing::warn!(environment = %env, error = %e, "reconcile pass failed; state kept, retrying with backoff");
+                        shared.board.update(&env, |s| {
+                            s.error = Some(e.to_string());
+                            s.passes += 1;
+                            s.last_pass_at = Some(rfc3339(shared.clock.now()));
+                        });
+                        retry.next().unwrap_or(Duration::from_secs(30))
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}

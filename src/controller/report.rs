@@ -1,0 +1,226 @@
+//! What a pass tells the world after it was applied: metrics, the `phase changed` log line,
+//! the status board, and GitHub. Never ahead of what happened.
+
+use std::time::SystemTime;
+
+use crate::desired::{DesiredState, Release};
+use crate::github::Event;
+use crate::metrics::{Metrics, ReleaseKind};
+use crate::plan::{Observed, Outcome, Plan, Transition};
+use crate::record::{PhaseKind, Record};
+use crate::status::{Board, GateStatus, HistoryEntry, ServiceStatus, rfc3339};
+
+use super::Shared;
+use super::pass::Pass;
+
+pub fn pass_applied(
+    shared: &Shared,
+    desired: &DesiredState,
+    pass: &Pass,
+    revision: &str,
+    reported: &mut Option<PhaseKind>,
+) {
+    let env = desired.environment.as_str();
+    let plan = &pass.plan;
+    record_outcomes(&shared.metrics, env, plan);
+    if let Some(github) = &shared.github {
+        let before = pass.record.as_ref().ok().and_then(Option::as_ref);
+        for event in github_events(env, revision, before, plan) {
+            github.report(event);
+        }
+    }
+    shared.metrics.set_phase(env, plan.phase());
+    // A transition into the phase this loop already reported is not news (a Blocked pass is
+    // not persisted), unless the plan moves to the same phase on purpose (a superseded rollout).
+    let transition = plan
+        .transition
+        .clone()
+        .filter(|t| t.from == Some(t.to) || *reported != Some(t.to));
+    *reported = Some(plan.phase());
+    if let Some(t) = &transition {
+        tracing::info!(
+            environment = env,
+            from = t.from.map(PhaseKind::as_str).unwrap_or("new"),
+            phase = t.to.as_str(),
+            reason = t.reason.as_str(),
+            release = %desired.release,
+            revision,
+            detail = %plan.message,
+            "phase changed"
+        );
+    }
+    let running = running_release(desired, &pass.observed);
+    let m = &shared.metrics;
+    m.set_release(ReleaseKind::Desired, env, Some(desired.release.as_str()));
+    m.set_release(ReleaseKind::Running, env, running.as_deref());
+    m.set_release(
+        ReleaseKind::LastGood,
+        env,
+        plan.record.last_good.as_ref().map(Release::as_str),
+    );
+    m.pass_completed(env);
+    board(
+        &shared.board,
+        desired,
+        pass,
+        revision,
+        running,
+        transition,
+        shared.clock.now(),
+    );
+}
+
+/// What GitHub should hear about this pass.
+fn github_events(env: &str, revision: &str, before: Option<&Record>, plan: &Plan) -> Vec<Event> {
+    let environment = env.to_string();
+    let revision = revision.to_string();
+    let mut events = Vec::new();
+    for o in &plan.outcomes {
+        match o {
+            Outcome::Superseded => {
+                if let Some(old) = before.and_then(|r| r.phase.target().cloned()) {
+                    events.push(Event::Superseded {
+                        environment: environment.clone(),
+                        release: old,
+                        revision: revision.clone(),
+                    });
+                }
+            }
+            Outcome::Verified => {
+                if let Some(r) = plan.record.last_good.clone() {
+                    events.push(Event::Verified {
+                        environment: environment.clone(),
+                        release: r,
+                        revision: revision.clone(),
+                    });
+                }
+            }
+            Outcome::RolledBack(reason) => {
+                if let Some((r, _)) = plan.record.rejected.clone() {
+                    events.push(Event::RolledBack {
+                        environment: environment.clone(),
+                        release: r,
+                        revision: revision.clone(),
+                        reason: *reason,
+                    });
+                }
+            }
+            Outcome::DriftCorrected | Outcome::Blocked(_) => {}
+        }
+    }
+    if plan
+        .transition
+        .as_ref()
+        .is_some_and(|t| t.to == PhaseKind::Deploying)
+        && let Some(target) = plan.record.phase.target().cloned()
+    {
+        events.push(Event::Started {
+            environment,
+            release: target,
+            revision,
+        });
+    }
+    events
+}
+
+/// The release every service runs, or `None` while they differ (or one is unknown).
+fn running_release(desired: &DesiredState, obs: &Observed) -> Option<String> {
+    let mut releases = desired.services.keys().map(|name| {
+        obs.services
+            .get(name)
+            .and_then(|s| obs.task_definitions.get(s.current()))
+            .and_then(|i| i.release.as_ref())
+    });
+    let first = releases.next().flatten()?;
+    releases
+        .all(|r| r == Some(first))
+        .then(|| first.to_string())
+}
+
+fn record_outcomes(m: &Metrics, env: &str, plan: &Plan) {
+    for o in &plan.outcomes {
+        match o {
+            Outcome::Verified => m.deployments.with_label_values(&[env, "verified"]).inc(),
+            Outcome::RolledBack(reason) => {
+                m.rollbacks.with_label_values(&[env, reason.as_str()]).inc();
+                m.deployments.with_label_values(&[env, "rolled_back"]).inc();
+            }
+            Outcome::Superseded => m.deployments.with_label_values(&[env, "superseded"]).inc(),
+            Outcome::DriftCorrected => m.drift_corrections.with_label_values(&[env]).inc(),
+            Outcome::Blocked(gate) => m.gate_blocks.with_label_values(&[env, gate.as_str()]).inc(),
+        }
+    }
+}
+
+fn board(
+    board: &Board,
+    desired: &DesiredState,
+    pass: &Pass,
+    revision: &str,
+    running: Option<String>,
+    transition: Option<Transition>,
+    now: SystemTime,
+) {
+    let plan = &pass.plan;
+    let obs = &pass.observed;
+    let services: Vec<ServiceStatus> = desired
+        .services
+        .keys()
+        .map(|name| {
+            let s = obs.services.get(name);
+            let td = s.map(|s| s.current().to_string()).unwrap_or_default();
+            ServiceStatus {
+                name: name.clone(),
+                running_release: obs
+                    .task_definitions
+                    .get(&td)
+                    .and_then(|i| i.release.as_ref())
+                    .map(ToString::to_string),
+                task_definition: td,
+                running_count: s.map(|s| s.running).unwrap_or(0),
+                desired_count: s.map(|s| s.desired).unwrap_or(0),
+            }
+        })
+        .collect();
+    let r = &plan.record;
+    board.update(&desired.environment, |s| {
+        s.phase = plan.phase().as_str().to_string();
+        s.since = Some(rfc3339(r.since));
+        s.desired_release = Some(desired.release.to_string());
+        s.running_release = running;
+        s.last_good_release = r.last_good.as_ref().map(ToString::to_string);
+        s.rejected_release = r.rejected.as_ref().map(|x| x.0.to_string());
+        s.rejected_reason = r.rejected.as_ref().map(|x| x.1.as_str().to_string());
+        s.message = plan.message.clone();
+        s.source_revision = Some(revision.to_string());
+        s.services = services;
+        s.gates = plan
+            .gates
+            .iter()
+            .map(|g| GateStatus {
+                name: g.name.as_str().to_string(),
+                passed: g.passed,
+                detail: g.detail.clone(),
+            })
+            .collect();
+        s.error = None;
+        s.passes += 1;
+        s.last_pass_at = Some(rfc3339(now));
+        if let Some(t) = &transition {
+            let release = match &r.phase {
+                crate::record::Phase::RollingBack { release, .. }
+                | crate::record::Phase::Rejected { release, .. } => release,
+                crate::record::Phase::InSync => r.last_good.as_ref().unwrap_or(&desired.release),
+                other => other.target().unwrap_or(&desired.release),
+            };
+            s.history.push_front(HistoryEntry {
+                at: rfc3339(now),
+                from: t.from.map(|p| p.as_str().to_string()),
+                to: t.to.as_str().to_string(),
+                reason: t.reason.as_str().to_string(),
+                release: Some(release.to_string()),
+                source_revision: Some(revision.to_string()),
+            });
+        }
+    });
+}

@@ -1,0 +1,228 @@
+//! Desired state: what `desired-state/<environment>.yaml` says an environment should run.
+//!
+//! This is the controller's only input from git. A file is parsed into a located YAML tree
+//! (`yaml`), then checked field by field; every problem found is reported with the file, line
+//! and column and what to do, and a file with any problem yields no `DesiredState` at all, so
+//! nothing is ever deployed from a half-valid file. Checks that span files (`promote_from`
+//! naming a missing environment, or a promotion cycle) are in `check_set`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub mod parse;
+pub mod snapshot;
+pub mod validate;
+pub mod yaml;
+
+use yaml::Location;
+
+pub use parse::{check_set, is_desired_state_file, parse, stem_of};
+pub use snapshot::{FileState, Snapshot, SnapshotBuilder};
+
+/// A full 40-character lowercase hex git SHA: the ECR image tag of a release.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Release(String);
+
+impl Release {
+    pub fn parse(s: &str) -> Result<Release, String> {
+        if s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if s.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(format!(
+                    "release `{s}` has uppercase letters; write the SHA in lowercase as git prints it"
+                ));
+            }
+            return Ok(Release(s.to_string()));
+        }
+        if !s.is_empty() && s.len() < 40 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "release `{s}` is {} characters; use the full 40-character commit SHA (`git rev-parse <commit>`)",
+                s.len()
+            ));
+        }
+        Err(format!(
+            "release `{}` is not a 40-character lowercase hex git SHA; use the full commit SHA that tags the image",
+            truncate(s, 60)
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The 7-character form used in release tags and messages.
+    pub fn short(&self) -> &str {
+        &self.0[..7]
+    }
+}
+
+impl fmt::Display for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DriftMode {
+    #[default]
+    Correct,
+    Report,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub url: String,
+    pub expect_status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verify {
+    pub alarms: Vec<String>,
+    pub health: Vec<HealthCheck>,
+    pub bake: Duration,
+    pub rollout_timeout: Duration,
+}
+
+pub const DEFAULT_BAKE: Duration = Duration::from_secs(15 * 60);
+pub const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify {
+            alarms: Vec::new(),
+            health: Vec::new(),
+            bake: DEFAULT_BAKE,
+            rollout_timeout: DEFAULT_ROLLOUT_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// ECR repository name (same account and region as the cluster).
+    pub repository: String,
+    /// Which container's image to set; `None` means the task definition's only container.
+    pub container: Option<String>,
+    /// Per-service override of the environment's release.
+    pub release: Option<Release>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredState {
+    pub environment: String,
+    pub region: String,
+    pub cluster: String,
+    pub release: Release,
+    pub promote_from: Option<String>,
+    /// Where `promote_from` is written, for errors that involve other files.
+    pub promote_from_at: Location,
+    pub hotfix: Option<String>,
+    pub services: BTreeMap<String, ServiceSpec>,
+    pub verify: Verify,
+    pub drift: DriftMode,
+}
+
+impl DesiredState {
+    /// The release a service should run: its own override or the environment's.
+    pub fn release_of(&self, service: &str) -> &Release {
+        self.services
+            .get(service)
+            .and_then(|s| s.release.as_ref())
+            .unwrap_or(&self.release)
+    }
+}
+
+/// One problem in one file, printed as `path:line:col: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub at: Location,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.at.line,
+            self.at.col,
+            self.message
+        )
+    }
+}
+
+/// Parses `90s`, `15m`, `1h`, `1h30m`, `0s` (units in descending order, each at most once).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const MAX: u64 = 7 * 24 * 3600;
+    let bad = || {
+        format!(
+            "`{}` is not a duration; write a number and a unit, e.g. `90s`, `15m`, `1h` or `1h30m`",
+            truncate(s, 30)
+        )
+    };
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    let mut last_rank = 0;
+    for ch in s.chars() {
+        if ch.is_ascii_digit() {
+            digits.push(ch);
+            if digits.len() > 7 {
+                return Err(bad());
+            }
+            continue;
+        }
+        let (rank, factor) = match ch {
+            'h' => (1, 3600),
+            'm' => (2, 60),
+            's' => (3, 1),
+            _ => return Err(bad()),
+        };
+        if digits.is_empty() || rank <= last_rank {
+            return Err(bad());
+        }
+        last_rank = rank;
+        total += digits.parse::<u64>().map_err(|_| bad())? * factor;
+        digits.clear();
+    }
+    if !digits.is_empty() {
+        return Err(bad());
+    }
+    if total > MAX {
+        return Err(format!(
+            "`{s}` is longer than 7 days (168h); use a shorter duration"
+        ));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// Formats a duration the way files write it (`1h30m`, `90s` stays `1m30s`).
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if sec > 0 || out.is_empty() {
+        out.push_str(&format!("{sec}s"));
+    }
+    out
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(max).collect();
+        format!("{head}...")
+    }
+}

@@ -1,0 +1,254 @@
+//! Deployment statuses and release tags, sent from a bounded queue that never blocks a rollout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use backon::{ExponentialBuilder, Retryable};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::desired::Release;
+use crate::metrics::Metrics;
+use crate::record::Reason;
+use crate::status::rfc3339;
+
+use super::{GitHub, GitHubError, RepoRef};
+
+// ---- reporting ---------------------------------------------------------------------------------
+
+/// What happened to a rollout, as GitHub deployments see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Started {
+        environment: String,
+        release: Release,
+        revision: String,
+    },
+    Verified {
+        environment: String,
+        release: Release,
+        revision: String,
+    },
+    RolledBack {
+        environment: String,
+        release: Release,
+        revision: String,
+        reason: Reason,
+    },
+    Superseded {
+        environment: String,
+        release: Release,
+        revision: String,
+    },
+}
+
+impl Event {
+    fn key(&self) -> (String, Release) {
+        match self {
+            Event::Started {
+                environment,
+                release,
+                ..
+            }
+            | Event::Verified {
+                environment,
+                release,
+                ..
+            }
+            | Event::RolledBack {
+                environment,
+                release,
+                ..
+            }
+            | Event::Superseded {
+                environment,
+                release,
+                ..
+            } => (environment.clone(), release.clone()),
+        }
+    }
+
+    fn revision(&self) -> &str {
+        match self {
+            Event::Started { revision, .. }
+            | Event::Verified { revision, .. }
+            | Event::RolledBack { revision, .. }
+            | Event::Superseded { revision, .. } => revision,
+        }
+    }
+}
+
+/// The sending side, held by the reconcile loops: never blocks.
+#[derive(Clone)]
+pub struct Reporter {
+    tx: mpsc::Sender<Event>,
+    metrics: Arc<Metrics>,
+}
+
+impl Reporter {
+    pub fn report(&self, event: Event) {
+        if self.tx.try_send(event).is_err() {
+            self.metrics
+                .github_requests
+                .with_label_values(&["queue", "dropped"])
+                .inc();
+            tracing::warn!("GitHub report queue full; event dropped");
+        }
+    }
+}
+
+pub struct ReporterConfig {
+    pub repo: RepoRef,
+    pub tag_environments: Vec<String>,
+}
+
+pub const QUEUE: usize = 1000;
+
+pub fn reporter(
+    github: GitHub,
+    config: ReporterConfig,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> (Reporter, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let handle = tokio::spawn(run_reporter(github, config, rx, cancel));
+    (Reporter { tx, metrics }, handle)
+}
+
+async fn run_reporter(
+    github: GitHub,
+    config: ReporterConfig,
+    mut rx: mpsc::Receiver<Event>,
+    cancel: CancellationToken,
+) {
+    let mut deployments: HashMap<(String, Release), u64> = HashMap::new();
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .with_max_times(6)
+        .with_jitter();
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return,
+            e = rx.recv() => match e { Some(e) => e, None => return },
+        };
+        let attempt = || deliver(&github, &config, &deployments, &event);
+        let result = attempt
+            .retry(backoff)
+            .when(GitHubError::transient)
+            .notify(|e: &GitHubError, after: Duration| {
+                tracing::debug!(error = %e, retry_in_ms = after.as_millis() as u64, "retrying GitHub report");
+            })
+            .await;
+        match result {
+            Ok(Some(id)) => {
+                deployments.insert(event.key(), id);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                github.count("report", "dropped");
+                tracing::warn!(error = %e, outcome = e.outcome(), "GitHub report failed; giving up on this event");
+            }
+        }
+        // Finished rollouts need no id any more.
+        if !matches!(event, Event::Started { .. }) {
+            deployments.remove(&event.key());
+        }
+    }
+}
+
+/// Sends one event; returns the deployment id it created, if any. Idempotent enough to
+/// retry: a retried creation makes at most one extra deployment, never a wrong status.
+async fn deliver(
+    github: &GitHub,
+    config: &ReporterConfig,
+    deployments: &HashMap<(String, Release), u64>,
+    event: &Event,
+) -> Result<Option<u64>, GitHubError> {
+    let repo = format!("/repos/{}/{}", config.repo.owner, config.repo.name);
+    let (environment, release) = event.key();
+    let mut created = None;
+    let id = match deployments.get(&(environment.clone(), release.clone())) {
+        Some(id) => *id,
+        None => {
+            let body = json!({
+                "ref": release.as_str(),
+                "environment": environment,
+                "auto_merge": false,
+                "required_contexts": [],
+                "description": format!("ecs-gitops rollout of {} to {environment}", release.short()),
+                "payload": {"desired_state_revision": event.revision()},
+                "production_environment": environment == "prod" || environment == "production",
+            });
+            let r = github
+                .post(
+                    "create_deployment",
+                    &format!("{repo}/deployments"),
+                    &body,
+                    &[],
+                )
+                .await?;
+            let id = r.body["id"].as_u64().ok_or(GitHubError::Unexpected {
+                operation: "create_deployment",
+                what: "no deployment id".into(),
+            })?;
+            created = Some(id);
+            id
+        }
+    };
+    let (state, description) = match event {
+        Event::Started { .. } => ("in_progress", format!("rolling out {}", release.short())),
+        Event::Verified { .. } => (
+            "success",
+            format!("{} verified: rollout and bake passed", release.short()),
+        ),
+        Event::RolledBack { reason, .. } => (
+            "failure",
+            format!(
+                "{} rolled back ({reason}); last good release restored",
+                release.short()
+            ),
+        ),
+        Event::Superseded { .. } => (
+            "inactive",
+            format!("{} superseded by a newer release", release.short()),
+        ),
+    };
+    let body = json!({
+        "state": state,
+        "description": description,
+        "environment": environment,
+        "auto_inactive": false,
+    });
+    github
+        .post(
+            "create_deployment_status",
+            &format!("{repo}/deployments/{id}/statuses"),
+            &body,
+            &[],
+        )
+        .await?;
+    if matches!(event, Event::Verified { .. }) && config.tag_environments.contains(&environment) {
+        let tag = release_tag(&release, SystemTime::now());
+        let body = json!({"ref": format!("refs/tags/{tag}"), "sha": release.as_str()});
+        // 422: the tag exists already (a second verification of the same release that day).
+        github
+            .post("create_tag", &format!("{repo}/git/refs"), &body, &[422])
+            .await?;
+    }
+    Ok(created.or(Some(id)))
+}
+
+/// `vYYYY.MM.DD-<7-char sha>`, dated in UTC.
+pub fn release_tag(release: &Release, at: SystemTime) -> String {
+    let date = rfc3339(at);
+    format!(
+        "v{}.{}.{}-{}",
+        &date[0..4],
+        &date[5..7],
+        &date[8..10],
+        release.short()
+    )
+}
