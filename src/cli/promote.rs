@@ -33,7 +33,7 @@ pub enum PromoteError {
     )]
     NothingVerified { from: String, cluster: String },
     #[error("cannot read {from}'s record from AWS: {0}", from = .1)]
-    Aws(#[source] crate::aws::AwsError, String),
+    Aws(#[source] Box<crate::aws::AwsError>, String),
     #[error("git {args} failed: {stderr}")]
     Git { args: String, stderr: String },
 }
@@ -149,7 +149,7 @@ pub async fn promote(
     let tags = observer
         .service_tags(&upstream)
         .await
-        .map_err(|e| PromoteError::Aws(e, from.to_string()))?;
+        .map_err(|e| PromoteError::Aws(Box::new(e), from.to_string()))?;
     let release = Record::from_tags(&tags)
         .map_err(|e| PromoteError::Invalid(format!("{from}: {e}")))?
         .and_then(|r| r.last_good)
