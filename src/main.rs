@@ -84,15 +84,13 @@ impl GitHubArgs {
             self.github_token_env.as_deref(),
             "GitHub token",
             "--github-token",
-        )
-        .map_err(anyhow::Error::msg)?;
+        )?;
         let webhook_secret = Secret::load(
             self.github_webhook_secret_file.as_deref(),
             self.github_webhook_secret_env.as_deref(),
             "webhook secret",
             "--github-webhook-secret",
-        )
-        .map_err(anyhow::Error::msg)?;
+        )?;
         let github_repo = self
             .github_repo
             .as_deref()

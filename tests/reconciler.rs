@@ -478,8 +478,8 @@ async fn promotion_waits_for_staging_and_a_hotfix_skips_it() {
 async fn two_services_are_rolled_back_together_when_one_fails() {
     let w = World::new().await;
     w.cluster("c").await;
-    let web1 = w.service("c", "web", "app", &sha(1), false).await;
-    let worker1 = w.service("c", "worker", "app", &sha(1), false).await;
+    let tds = w.services("c", &["web", "worker"], "app", &sha(1)).await;
+    let (web1, worker1) = (tds[0].clone(), tds[1].clone());
     for n in 1..=3 {
         w.image("app", &sha(n)).await;
     }
@@ -708,9 +708,8 @@ async fn steady_state_makes_no_write_calls_and_batches_describes() {
     let w = World::new().await;
     w.cluster("c").await;
     let names: Vec<String> = (0..12).map(|i| format!("svc{i:02}")).collect();
-    for n in &names {
-        w.service("c", n, "app", &sha(1), false).await;
-    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    w.services("c", &refs, "app", &sha(1)).await;
     w.image("app", &sha(1)).await;
     let services: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "app")).collect();
     w.commit(

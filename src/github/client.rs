@@ -29,33 +29,70 @@ impl Secret {
         env: Option<&str>,
         what: &str,
         flag: &str,
-    ) -> Result<Option<Secret>, String> {
+    ) -> Result<Option<Secret>, SetupError> {
+        let (what, flag) = (what.to_string(), flag.to_string());
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                format!(
-                    "cannot read the {what} from {} ({flag}-file): {e}",
-                    path.display()
-                )
-            })?;
+            let path = path.to_path_buf();
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(source) => {
+                    return Err(SetupError::ReadSecret {
+                        what,
+                        path,
+                        flag,
+                        source,
+                    });
+                }
+            };
             let value = text.trim_end_matches(['\n', '\r']).to_string();
             if value.is_empty() {
-                return Err(format!(
-                    "{} ({flag}-file) is empty; put the {what} in it",
-                    path.display()
-                ));
+                return Err(SetupError::EmptySecret { what, path, flag });
             }
             return Ok(Some(Secret(value)));
         }
         if let Some(name) = env {
             return match std::env::var(name) {
                 Ok(v) if !v.is_empty() => Ok(Some(Secret(v))),
-                _ => Err(format!(
-                    "environment variable {name} ({flag}-env) is not set; export the {what} in it"
-                )),
+                _ => Err(SetupError::UnsetSecret {
+                    what,
+                    name: name.to_string(),
+                    flag,
+                }),
             };
         }
         Ok(None)
     }
+}
+
+/// What can be wrong with the GitHub settings given on the command line.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot read the {what} from {} ({flag}-file)", path.display())]
+    ReadSecret {
+        what: String,
+        path: std::path::PathBuf,
+        flag: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} ({flag}-file) is empty; put the {what} in it", path.display())]
+    EmptySecret {
+        what: String,
+        path: std::path::PathBuf,
+        flag: String,
+    },
+    #[error("environment variable {name} ({flag}-env) is not set; export the {what} in it")]
+    UnsetSecret {
+        what: String,
+        name: String,
+        flag: String,
+    },
+    #[error("`{0}` is not a GitHub repository; write it as owner/name")]
+    NotARepository(String),
+    #[error("`{0}` is not a URL (--github-api-url)")]
+    NotAUrl(String),
+    #[error("cannot set up the GitHub client ({0})")]
+    Client(&'static str, #[source] octocrab::Error),
 }
 
 impl fmt::Debug for Secret {
@@ -79,7 +116,7 @@ pub struct RepoRef {
 }
 
 impl RepoRef {
-    pub fn parse(s: &str) -> Result<RepoRef, String> {
+    pub fn parse(s: &str) -> Result<RepoRef, SetupError> {
         let ok = |p: &str| {
             !p.is_empty()
                 && p.chars()
@@ -90,9 +127,7 @@ impl RepoRef {
                 owner: o.to_string(),
                 name: n.to_string(),
             }),
-            _ => Err(format!(
-                "`{s}` is not a GitHub repository; write it as owner/name"
-            )),
+            _ => Err(SetupError::NotARepository(s.to_string())),
         }
     }
 }
@@ -160,10 +195,10 @@ impl GitHub {
         api_url: &str,
         token: Option<&Secret>,
         metrics: Arc<Metrics>,
-    ) -> Result<GitHub, String> {
+    ) -> Result<GitHub, SetupError> {
         let mut b = Octocrab::builder()
             .base_uri(api_url)
-            .map_err(|_| format!("`{api_url}` is not a URL (--github-api-url)"))?
+            .map_err(|_| SetupError::NotAUrl(api_url.to_string()))?
             .set_connect_timeout(Some(Duration::from_secs(5)))
             .set_read_timeout(Some(Duration::from_secs(10)));
         if let Some(t) = token {
@@ -171,7 +206,7 @@ impl GitHub {
         }
         let client = b
             .build()
-            .map_err(|e| format!("cannot set up the GitHub client: {}", error_kind(&e)))?;
+            .map_err(|e| SetupError::Client(error_kind(&e), e))?;
         Ok(GitHub { client, metrics })
     }
 

@@ -10,7 +10,7 @@ pub mod client;
 pub mod reporter;
 pub mod webhook;
 
-pub use client::{GitHub, GitHubError, RepoRef, Response, Secret};
+pub use client::{GitHub, GitHubError, RepoRef, Response, Secret, SetupError};
 pub use reporter::{Event, Reporter, ReporterConfig, release_tag, reporter};
 pub use webhook::{sign, signature_valid};
 

@@ -85,6 +85,19 @@ impl World {
         desired: i32,
         breaker: bool,
     ) -> String {
+        self.create_service(cluster, name, containers, desired, breaker, true)
+            .await
+    }
+
+    async fn create_service(
+        &self,
+        cluster: &str,
+        name: &str,
+        containers: &[(&str, &str, &str)],
+        desired: i32,
+        breaker: bool,
+        wait: bool,
+    ) -> String {
         let defs: Vec<ContainerDefinition> = containers
             .iter()
             .map(|(c, repo, tag)| {
@@ -133,8 +146,32 @@ impl World {
             );
         }
         create.send().await.unwrap();
-        self.wait_steady(cluster, name, &td).await;
+        if wait {
+            self.wait_steady(cluster, name, &td).await;
+        }
         td
+    }
+
+    /// Creates one-container services on `tag` together and waits until all are steady (their
+    /// deployments progress at the same time). Returns their task definition ARNs.
+    pub async fn services(
+        &self,
+        cluster: &str,
+        names: &[&str],
+        repo: &str,
+        tag: &str,
+    ) -> Vec<String> {
+        let mut tds = Vec::new();
+        for name in names {
+            tds.push(
+                self.create_service(cluster, name, &[("app", repo, tag)], 2, false, false)
+                    .await,
+            );
+        }
+        for (name, td) in names.iter().zip(&tds) {
+            self.wait_steady(cluster, name, td).await;
+        }
+        tds
     }
 
     pub async fn wait_steady(&self, cluster: &str, name: &str, td: &str) {
