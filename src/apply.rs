@@ -5,12 +5,16 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_ecs::types::Tag;
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, LaunchType,
+    NetworkConfiguration, Tag,
+};
 
+use crate::aws::ecs::RunTaskRequest;
 use crate::aws::taskdef::Registrable;
 use crate::aws::{Aws, AwsError, ErrorClass};
 use crate::desired::{DesiredState, Release};
-use crate::plan::{Action, Observed, Plan};
+use crate::plan::{Action, Observed, Plan, RunSettings};
 use crate::record::{self, PREFIX, TAG_RELEASE};
 
 /// Errors of applying a plan that are not AWS errors: the desired state cannot be applied to
@@ -123,9 +127,108 @@ pub async fn apply(
                 }
                 done.targets.insert(service.clone(), td);
             }
+            Action::RunTask {
+                service,
+                base_task_definition,
+                image_container,
+                image,
+                release,
+                container,
+                command,
+                started_by,
+                settings,
+                ..
+            } => {
+                // The release's revision, registered as the deploy does (so it is reused).
+                let (td, registered) = ensure_revision(
+                    aws,
+                    region,
+                    service,
+                    base_task_definition,
+                    image_container.as_deref(),
+                    image,
+                    release,
+                )
+                .await?;
+                done.writes += usize::from(registered);
+                let revision = aws.task_definition(region, &td).await?;
+                let defs = revision.td.container_definitions();
+                let name = match container.as_deref() {
+                    Some(c) if defs.iter().any(|d| d.name() == Some(c)) => c.to_string(),
+                    Some(c) => {
+                        return Err(ApplyError::NoSuchContainer {
+                            service: service.clone(),
+                            task_definition: td.clone(),
+                            container: c.to_string(),
+                            known: defs
+                                .iter()
+                                .filter_map(|d| d.name())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        });
+                    }
+                    None if defs.len() == 1 => defs[0].name().unwrap_or_default().to_string(),
+                    None => {
+                        return Err(ApplyError::WhichContainer {
+                            service: service.clone(),
+                            task_definition: td.clone(),
+                            count: defs.len(),
+                        });
+                    }
+                };
+                let req = RunTaskRequest {
+                    cluster: &desired.cluster,
+                    task_definition: &td,
+                    container: &name,
+                    command,
+                    started_by,
+                    network: network(settings),
+                    launch_type: settings.launch_type.as_deref().map(LaunchType::from),
+                    capacity_providers: settings
+                        .capacity_providers
+                        .iter()
+                        .filter_map(|(name, weight, base)| {
+                            CapacityProviderStrategyItem::builder()
+                                .capacity_provider(name)
+                                .weight(*weight)
+                                .base(*base)
+                                .build()
+                                .ok()
+                        })
+                        .collect(),
+                    platform_version: settings.platform_version.clone(),
+                };
+                aws.run_task(region, &req).await?;
+                done.writes += 1;
+            }
+            Action::StopTask {
+                task_arn, reason, ..
+            } => {
+                aws.stop_task(region, &desired.cluster, task_arn, reason)
+                    .await?;
+                done.writes += 1;
+            }
         }
     }
     Ok(done)
+}
+
+/// The service's awsvpc settings, as RunTask takes them.
+fn network(s: &RunSettings) -> Option<NetworkConfiguration> {
+    if s.subnets.is_empty() {
+        return None;
+    }
+    let vpc = AwsVpcConfiguration::builder()
+        .set_subnets(Some(s.subnets.clone()))
+        .set_security_groups((!s.security_groups.is_empty()).then(|| s.security_groups.clone()))
+        .set_assign_public_ip(s.assign_public_ip.as_deref().map(AssignPublicIp::from))
+        .build()
+        .ok()?;
+    Some(
+        NetworkConfiguration::builder()
+            .awsvpc_configuration(vpc)
+            .build(),
+    )
 }
 
 async fn write_record(

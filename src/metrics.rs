@@ -20,6 +20,7 @@ pub struct Metrics {
     pub phase: IntGaugeVec,
     pub rollbacks: IntCounterVec,
     pub deployments: IntCounterVec,
+    pub hook_runs: IntCounterVec,
     pub gate_blocks: IntCounterVec,
     pub drift_corrections: IntCounterVec,
     pub reconcile_errors: IntCounterVec,
@@ -77,9 +78,14 @@ impl Metrics {
             "Releases rolled back to the last good one, by reason.",
             &["environment", "reason"],
         );
+        let hook_runs = counter(
+            "ecs_gitops_hook_runs_total",
+            "Runs of pre-deploy hooks and verification tasks that ended, by result.",
+            &["environment", "hook", "kind", "result"],
+        );
         let deployments = counter(
             "ecs_gitops_deployments_total",
-            "Rollouts that ended, by result (verified, rolled_back, superseded).",
+            "Rollouts that ended, by result (verified, rolled_back, superseded, rejected).",
             &["environment", "result"],
         );
         let gate_blocks = counter(
@@ -180,6 +186,7 @@ impl Metrics {
             phase,
             rollbacks,
             deployments,
+            hook_runs,
             gate_blocks,
             drift_corrections,
             reconcile_errors,
@@ -241,10 +248,11 @@ impl Metrics {
 
     /// Every metric name this daemon exports.
     pub fn names(&self) -> Vec<String> {
-        let collectors: [&dyn Collector; 17] = [
+        let collectors: [&dyn Collector; 18] = [
             &self.phase,
             &self.rollbacks,
             &self.deployments,
+            &self.hook_runs,
             &self.gate_blocks,
             &self.drift_corrections,
             &self.reconcile_errors,
@@ -284,7 +292,7 @@ impl Metrics {
         for r in Reason::ALL {
             self.rollbacks.with_label_values(&[environment, r.as_str()]);
         }
-        for result in ["verified", "rolled_back", "superseded"] {
+        for result in ["verified", "rolled_back", "superseded", "rejected"] {
             self.deployments.with_label_values(&[environment, result]);
         }
     }

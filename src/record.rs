@@ -24,6 +24,7 @@ pub const TAG_VERIFIED: &str = "ecs-gitops:verified-releases";
 pub const TAG_SOURCE: &str = "ecs-gitops:source-revision";
 pub const TAG_LAST_GOOD_TD: &str = "ecs-gitops:last-good-task-definition";
 pub const TAG_TARGET_TD: &str = "ecs-gitops:target-task-definition";
+pub const TAG_HOOKS_PASSED: &str = "ecs-gitops:hooks-passed";
 /// On task definition revisions the controller registers: the release they carry.
 pub const TAG_RELEASE: &str = "ecs-gitops:release";
 
@@ -157,16 +158,25 @@ pub enum Reason {
     RolloutTimeout,
     CrashLoop,
     CircuitBreaker,
+    /// A `verify.tasks` task exited non-zero or timed out during the bake.
+    VerifyTask,
+    /// More matching log events than `verify.logs` allows since the rollout completed.
+    LogErrors,
+    /// A `hooks.pre_deploy` hook failed: the release is rejected, no service was touched.
+    PreDeploy,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Alarm,
         Reason::Health,
         Reason::RolloutFailed,
         Reason::RolloutTimeout,
         Reason::CrashLoop,
         Reason::CircuitBreaker,
+        Reason::VerifyTask,
+        Reason::LogErrors,
+        Reason::PreDeploy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -177,6 +187,9 @@ impl Reason {
             Reason::RolloutTimeout => "rollout_timeout",
             Reason::CrashLoop => "crash_loop",
             Reason::CircuitBreaker => "circuit_breaker",
+            Reason::VerifyTask => "verify_task",
+            Reason::LogErrors => "log_errors",
+            Reason::PreDeploy => "pre_deploy",
         }
     }
 }
@@ -215,6 +228,9 @@ pub struct Record {
     /// Most recent first.
     pub verified: Vec<Release>,
     pub source_revision: Option<String>,
+    /// The release whose `hooks.pre_deploy` all exited 0: they run once per release, also
+    /// after ECS has forgotten the stopped tasks.
+    pub hooks_passed: Option<Release>,
     pub services: BTreeMap<String, ServiceRecord>,
 }
 
@@ -240,6 +256,7 @@ impl Record {
             rejected: None,
             verified: Vec::new(),
             source_revision: None,
+            hooks_passed: None,
             services: BTreeMap::new(),
         }
     }
@@ -300,6 +317,10 @@ impl Record {
             );
         }
         put(TAG_SOURCE, self.source_revision.clone());
+        put(
+            TAG_HOOKS_PASSED,
+            self.hooks_passed.as_ref().map(Release::to_string),
+        );
         let s = self.service(service);
         put(TAG_LAST_GOOD_TD, s.last_good_task_definition);
         put(TAG_TARGET_TD, s.target_task_definition);
@@ -404,6 +425,7 @@ impl Record {
             .transpose()?
             .unwrap_or_default();
         record.source_revision = tags.get(TAG_SOURCE).cloned();
+        record.hooks_passed = release(TAG_HOOKS_PASSED)?;
         for (name, tags) in per_service {
             record.services.insert(
                 name.clone(),
@@ -504,6 +526,7 @@ mod tests {
         r.rejected = Some((rel('c'), Reason::CrashLoop));
         r.mark_verified(&rel('a'));
         r.source_revision = Some("0123456789abcdef0123456789abcdef01234567".into());
+        r.hooks_passed = Some(rel('b'));
         r.services.insert(
             "web".into(),
             ServiceRecord {

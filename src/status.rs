@@ -37,6 +37,24 @@ pub struct GateStatus {
     pub detail: String,
 }
 
+/// A pre-deploy hook or verification task of the release in flight (or just rejected).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct HookStatus {
+    pub name: String,
+    /// `pre_deploy` or `verify`.
+    pub kind: String,
+    pub task_arn: Option<String>,
+    /// `pending`, `starting`, `running`, `stopping`, `succeeded`, `failed`, `timed_out`,
+    /// `unknown`.
+    pub state: String,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub log_group: Option<String>,
+    pub log_stream: Option<String>,
+    /// The log stream in the CloudWatch console, when the task logs there.
+    pub log_url: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct EnvironmentStatus {
     pub name: String,
@@ -51,6 +69,8 @@ pub struct EnvironmentStatus {
     pub source_revision: Option<String>,
     pub services: Vec<ServiceStatus>,
     pub gates: Vec<GateStatus>,
+    #[serde(default)]
+    pub hooks: Vec<HookStatus>,
     /// The last pass's error, if it failed (the phase is then the last known one).
     pub error: Option<String>,
     /// Problems of the environment's file at the current revision, if it is invalid.

@@ -354,6 +354,111 @@ fn cases() -> Vec<(
             45,
             "nesting deeper than",
         ),
+        // ---- release hooks (base ends at line 10, `  bake: 1m`) ----
+        (
+            "pre_deploy not a list",
+            "prod.yaml",
+            format!("{v}hooks:\n  pre_deploy: migrate\n"),
+            12,
+            15,
+            "must be a list of tasks",
+        ),
+        (
+            "hook runs a service the file does not have",
+            "prod.yaml",
+            format!(
+                "{v}hooks:\n  pre_deploy:\n    - name: migrate\n      service: api\n      command: [x]\n"
+            ),
+            13,
+            13,
+            "runs service `api`, which is not in `services`",
+        ),
+        (
+            "empty hook command",
+            "prod.yaml",
+            format!(
+                "{v}hooks:\n  pre_deploy:\n    - name: migrate\n      service: web\n      command: []\n"
+            ),
+            15,
+            16,
+            "`command` is empty",
+        ),
+        (
+            "hook command not a list",
+            "prod.yaml",
+            format!(
+                "{v}hooks:\n  pre_deploy:\n    - name: migrate\n      service: web\n      command: alembic upgrade\n"
+            ),
+            15,
+            16,
+            "must be a list of strings",
+        ),
+        (
+            "the same name in pre_deploy and verify.tasks",
+            "prod.yaml",
+            format!(
+                "{}hooks:\n  pre_deploy:\n    - name: migrate\n      service: web\n      command: [y]\n",
+                with(
+                    "  bake: 1m\n",
+                    "  bake: 1m\n  tasks:\n    - name: migrate\n      service: web\n      command: [x]\n"
+                )
+            ),
+            12,
+            13,
+            "is used twice",
+        ),
+        (
+            "hook timeout not a duration",
+            "prod.yaml",
+            format!(
+                "{v}hooks:\n  pre_deploy:\n    - name: migrate\n      service: web\n      command: [x]\n      timeout: soon\n"
+            ),
+            16,
+            16,
+            "`timeout`:",
+        ),
+        (
+            "hook name with a space",
+            "prod.yaml",
+            format!(
+                "{v}hooks:\n  pre_deploy:\n    - name: my migration\n      service: web\n      command: [x]\n"
+            ),
+            13,
+            13,
+            "is not a task name",
+        ),
+        (
+            "typo in a hook key",
+            "prod.yaml",
+            format!(
+                "{v}hooks:\n  pre_deploy:\n    - name: migrate\n      service: web\n      comand: [x]\n"
+            ),
+            15,
+            7,
+            "did you mean `command`",
+        ),
+        (
+            "negative log max",
+            "prod.yaml",
+            with(
+                "  bake: 1m\n",
+                "  bake: 1m\n  logs:\n    - group: /prod/backend\n      pattern: ERROR\n      max: -1\n",
+            ),
+            14,
+            12,
+            "is not a count",
+        ),
+        (
+            "empty log pattern",
+            "prod.yaml",
+            with(
+                "  bake: 1m\n",
+                "  bake: 1m\n  logs:\n    - group: /prod/backend\n      pattern: \"\"\n",
+            ),
+            13,
+            16,
+            "must be a CloudWatch Logs filter pattern",
+        ),
     ]
 }
 
@@ -395,6 +500,33 @@ fn every_problem_in_a_file_is_reported_not_only_the_first() {
         .replace("bake: 1m", "bake: soon");
     let problems = desired::parse(Path::new("prod.yaml"), &text).unwrap_err();
     assert_eq!(problems.len(), 2, "{problems:?}");
+}
+
+#[test]
+fn hooks_and_verification_tasks_parse_with_their_defaults() {
+    let text = format!(
+        "{}hooks:\n  pre_deploy:\n    - name: migrate\n      service: web\n      command: [alembic, upgrade, head]\n",
+        valid().replace(
+            "  bake: 1m\n",
+            "  bake: 1m\n  tasks:\n    - name: smoke\n      service: web\n      container: app\n      command: [pytest, -m, smoke]\n      timeout: 5m\n  logs:\n    - group: /prod/backend\n      pattern: '\"ERROR\"'\n"
+        )
+    );
+    let d = desired::parse(Path::new("desired-state/prod.yaml"), &text).unwrap();
+    let m = &d.pre_deploy[0];
+    assert_eq!((m.name.as_str(), m.service.as_str()), ("migrate", "web"));
+    assert_eq!(m.command, ["alembic", "upgrade", "head"]);
+    assert_eq!(m.timeout, Duration::from_secs(600), "10m by default");
+    assert_eq!(m.container, None);
+    let t = &d.verify.tasks[0];
+    assert_eq!(
+        (t.container.as_deref(), t.timeout),
+        (Some("app"), Duration::from_secs(300))
+    );
+    let l = &d.verify.logs[0];
+    assert_eq!(
+        (l.group.as_str(), l.pattern.as_str(), l.max),
+        ("/prod/backend", "\"ERROR\"", 0)
+    );
 }
 
 #[test]

@@ -31,6 +31,7 @@ import time
 
 import cbor2
 from moto.ecs.models import ecs_backends
+from moto.logs.models import logs_backends
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -38,12 +39,15 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
+import tasks as task_model
+
 ACCOUNT = "123456789012"
 CBOR_PREFIX = "/service/GraniteServiceVersion20100801/operation/"
 TARGET_SERVICES = {
     "AmazonEC2ContainerServiceV20141113": "ecs",
     "AmazonEC2ContainerRegistry_V20150921": "ecr",
     "GraniteServiceVersion20100801": "cloudwatch",
+    "Logs_20140328": "logs",
 }
 FAULT_KINDS = ("http500", "http503", "throttle", "latency", "drop")
 
@@ -63,7 +67,10 @@ class State:
         with self.lock:
             # Seconds a healthy deployment takes to reach steady state, and how often a
             # crash-looping task fails; both divided by `speed`.
-            self.config = {"speed": 1.0, "rollout_seconds": 2.0, "task_fail_seconds": 0.5}
+            self.config = {"speed": 1.0, "rollout_seconds": 2.0, "task_fail_seconds": 0.5,
+                           # One-off tasks: PROVISIONING/PENDING this long, then RUNNING; without
+                           # a rule they exit 0 after task_run_seconds.
+                           "task_start_seconds": 0.2, "task_run_seconds": 1.0}
             self.behaviours = {}  # image tag -> {"kind": ..., "seconds": ...}
             self.faults = []  # list of Fault
             self.calls = {}  # "ecs:DescribeServices" -> count
@@ -72,9 +79,14 @@ class State:
             self.stable_td = {}  # service arn -> task definition arn of last completed deployment
             self.regions = set()
             self.seq = 0
+            if getattr(self, "tasks", None) is not None:
+                self.tasks.reset()
 
 
 STATE = State()
+STATE.tasks = task_model.Tasks(STATE, ACCOUNT)
+TASK_OPS = {"RunTask": "run_task", "StopTask": "stop_task", "ListTasks": "list_tasks",
+            "DescribeTasks": "describe_tasks"}
 
 
 class Fault:
@@ -268,6 +280,7 @@ def advance_all():
         for service in list(backend.services.values()):
             if service.status == "ACTIVE":
                 advance(backend, service, now)
+                STATE.tasks.sync_service(backend, region, service)
 
 
 def service_of(region, body):
@@ -458,6 +471,18 @@ class App:
                 return error_response(start_response, proto, 503, "ServiceUnavailable", "aws-sim: injected unavailability")
         if proto == "cbor":
             return self.cbor(environ, start_response, op, body)
+        if service == "ecs" and op in TASK_OPS:
+            with STATE.lock:
+                STATE.regions.add(region)
+                advance_all()
+                try:
+                    req = json.loads(body or b"{}")
+                    out = getattr(STATE.tasks, TASK_OPS[op])(ecs_backends[ACCOUNT][region], region, req)
+                except task_model.ApiError as exc:
+                    return error_response(start_response, proto, exc.status, exc.code, exc.message)
+                except (ValueError, KeyError, TypeError) as exc:
+                    return error_response(start_response, proto, 400, "InvalidParameterException", str(exc))
+            return respond(start_response, 200, json.dumps(out).encode(), "application/x-amz-json-1.1")
         if service == "ecs":
             with STATE.lock:
                 STATE.regions.add(region)
@@ -569,6 +594,32 @@ class App:
                     STATE.calls = {}
                     STATE.call_log.clear()
                 return STATE.calls
+            if what == "tasks":
+                if method == "POST":
+                    return STATE.tasks.add_rule(req)
+                advance_all()
+                STATE.tasks.advance(time.time())
+                return STATE.tasks.dump()
+            if what == "network" and method == "POST":
+                # The default VPC moto makes in every region: subnets and its default security
+                # group, for services and tasks with awsvpc networking (ECS checks they exist).
+                from moto.ec2.models import ec2_backends
+                ec2 = ec2_backends[ACCOUNT][req["region"]]
+                vpc = next(v for v in ec2.vpcs.values() if v.is_default)
+                subnets = sorted(sn.id for sn in ec2.describe_subnets() if sn.vpc_id == vpc.id)
+                groups = [g.id for g in ec2.describe_security_groups() if g.vpc_id == vpc.id and g.name == "default"]
+                return {"vpc": vpc.id, "subnets": subnets, "security_groups": groups}
+            if what == "logs" and method == "POST":
+                backend = logs_backends[ACCOUNT][req["region"]]
+                group, stream = req["group"], req.get("stream", "sim")
+                if group not in backend.groups:
+                    backend.create_log_group(group, {})
+                if stream not in backend.groups[group].streams:
+                    backend.create_log_stream(group, stream)
+                events = sorted(({"timestamp": int(e["timestamp"]), "message": str(e["message"])}
+                                 for e in req["events"]), key=lambda e: e["timestamp"])
+                backend.put_log_events(group, stream, events)
+                return {"ok": True, "events": len(events)}
             if what == "calls/log":
                 return [{"at": t, "operation": op} for t, op in STATE.call_log]
         return None
@@ -588,7 +639,8 @@ def warm_up():
     app = App()
     for target, host, scope in (("AmazonEC2ContainerServiceV20141113.ListClusters", "ecs", "ecs"),
                                 ("AmazonEC2ContainerRegistry_V20150921.DescribeRepositories", "api.ecr", "ecr"),
-                                ("GraniteServiceVersion20100801.DescribeAlarms", "monitoring", "monitoring")):
+                                ("GraniteServiceVersion20100801.DescribeAlarms", "monitoring", "monitoring"),
+                                ("Logs_20140328.DescribeLogGroups", "logs", "logs")):
         environ = {
             "PATH_INFO": "/", "REQUEST_METHOD": "POST", "HTTP_HOST": f"{host}.us-east-1.amazonaws.com",
             "SERVER_NAME": "localhost", "SERVER_PORT": "0", "wsgi.url_scheme": "http",

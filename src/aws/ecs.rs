@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_ecs::types::{
-    Service, ServiceField, SortOrder, Tag, TaskDefinition, TaskDefinitionField,
-    TaskDefinitionStatus,
+    CapacityProviderStrategyItem, ContainerOverride, DesiredStatus, LaunchType,
+    NetworkConfiguration, Service, ServiceField, SortOrder, Tag, Task, TaskDefinition,
+    TaskDefinitionField, TaskDefinitionStatus, TaskOverride,
 };
 
 use super::taskdef::Registrable;
@@ -230,6 +231,140 @@ impl Aws {
             writes += 1;
         }
         Ok(writes)
+    }
+}
+
+/// A one-off task to start (RunTask).
+pub struct RunTaskRequest<'a> {
+    pub cluster: &'a str,
+    pub task_definition: &'a str,
+    /// The container whose command is replaced.
+    pub container: &'a str,
+    pub command: &'a [String],
+    pub started_by: &'a str,
+    pub network: Option<NetworkConfiguration>,
+    pub launch_type: Option<LaunchType>,
+    pub capacity_providers: Vec<CapacityProviderStrategyItem>,
+    pub platform_version: Option<String>,
+}
+
+impl Aws {
+    /// Starts one task; a task ECS could not place (`failures`) is an error naming why.
+    pub async fn run_task(&self, region: &str, req: &RunTaskRequest<'_>) -> Result<Task, AwsError> {
+        let c = self.clients(region);
+        let overrides = TaskOverride::builder()
+            .container_overrides(
+                ContainerOverride::builder()
+                    .name(req.container)
+                    .set_command(Some(req.command.to_vec()))
+                    .build(),
+            )
+            .build();
+        let out = self
+            .call("ecs", "RunTask", || {
+                c.ecs
+                    .run_task()
+                    .cluster(req.cluster)
+                    .task_definition(req.task_definition)
+                    .overrides(overrides.clone())
+                    .started_by(req.started_by)
+                    .set_network_configuration(req.network.clone())
+                    .set_launch_type(req.launch_type.clone())
+                    .set_capacity_provider_strategy(
+                        (!req.capacity_providers.is_empty())
+                            .then(|| req.capacity_providers.clone()),
+                    )
+                    .set_platform_version(req.platform_version.clone())
+                    .count(1)
+                    .send()
+            })
+            .await?;
+        if let Some(task) = out.tasks().first() {
+            return Ok(task.clone());
+        }
+        let why = out
+            .failures()
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}{}",
+                    f.reason().unwrap_or("no reason given"),
+                    f.detail().map(|d| format!(" ({d})")).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(AwsError {
+            service: "ecs",
+            operation: "RunTask",
+            class: ErrorClass::ClientError,
+            code: Some("TaskNotStarted".into()),
+            message: if why.is_empty() {
+                "no task was started".into()
+            } else {
+                why
+            },
+            source: None,
+        })
+    }
+
+    pub async fn stop_task(
+        &self,
+        region: &str,
+        cluster: &str,
+        task: &str,
+        reason: &str,
+    ) -> Result<(), AwsError> {
+        let c = self.clients(region);
+        self.call("ecs", "StopTask", || {
+            c.ecs
+                .stop_task()
+                .cluster(cluster)
+                .task(task)
+                .reason(reason)
+                .send()
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Tasks started with `started_by`, running and stopped (ECS keeps stopped ones a while).
+    pub async fn tasks_started_by(
+        &self,
+        region: &str,
+        cluster: &str,
+        started_by: &str,
+    ) -> Result<Vec<Task>, AwsError> {
+        let c = self.clients(region);
+        let mut arns = Vec::new();
+        for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
+            let out = self
+                .call("ecs", "ListTasks", || {
+                    c.ecs
+                        .list_tasks()
+                        .cluster(cluster)
+                        .started_by(started_by)
+                        .desired_status(status.clone())
+                        .max_results(100)
+                        .send()
+                })
+                .await?;
+            arns.extend(out.task_arns().iter().cloned());
+        }
+        if arns.is_empty() {
+            return Ok(Vec::new());
+        }
+        arns.truncate(100);
+        let out = self
+            .call("ecs", "DescribeTasks", || {
+                c.ecs
+                    .describe_tasks()
+                    .cluster(cluster)
+                    .set_tasks(Some(arns.clone()))
+                    .send()
+            })
+            .await?;
+        Ok(out.tasks().to_vec())
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod cloudwatch;
 pub mod ecr;
 pub mod ecs;
+pub mod logs;
 pub mod taskdef;
 
 use std::collections::HashMap;
@@ -119,6 +120,7 @@ pub(crate) struct Clients {
     pub ecs: aws_sdk_ecs::Client,
     pub ecr: aws_sdk_ecr::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
 }
 
 /// The AWS clients of all regions the environments use, with a cache of task definitions
@@ -176,6 +178,11 @@ impl Aws {
                     ),
                     cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
                         aws_sdk_cloudwatch::config::Builder::from(&self.config)
+                            .region(r.clone())
+                            .build(),
+                    ),
+                    logs: aws_sdk_cloudwatchlogs::Client::from_conf(
+                        aws_sdk_cloudwatchlogs::config::Builder::from(&self.config)
                             .region(r)
                             .build(),
                     ),

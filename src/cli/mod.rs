@@ -89,6 +89,19 @@ pub async fn plan(repo: &str, branch: &str, path: &str, envs: &[String]) -> anyh
                 g.detail
             )?;
         }
+        for h in &p.hooks {
+            writeln!(
+                out,
+                "  {} {:<12} {}{}",
+                h.kind.as_str(),
+                h.name,
+                h.state,
+                h.reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )?;
+        }
         if p.actions.is_empty() {
             writeln!(out, "  actions: none")?;
         }
@@ -118,6 +131,25 @@ pub async fn plan(repo: &str, branch: &str, path: &str, envs: &[String]) -> anyh
                         UpdateWhy::Restore => "restore last good",
                     }
                 )?,
+                Action::RunTask {
+                    hook,
+                    kind,
+                    base_task_definition,
+                    release,
+                    command,
+                    started_by,
+                    ..
+                } => writeln!(
+                    out,
+                    "  action: run {} hook {hook}: `{}` in {}'s revision of {} (startedBy {started_by})",
+                    kind.as_str(),
+                    command.join(" "),
+                    release.short(),
+                    short_td(base_task_definition)
+                )?,
+                Action::StopTask { hook, task_arn, .. } => {
+                    writeln!(out, "  action: stop hook {hook}'s task {task_arn}")?
+                }
             }
         }
     }

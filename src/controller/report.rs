@@ -6,9 +6,9 @@ use std::time::SystemTime;
 use crate::desired::{DesiredState, Release};
 use crate::github::Event;
 use crate::metrics::{Metrics, ReleaseKind};
-use crate::plan::{Observed, Outcome, Plan, Transition};
+use crate::plan::{HookKind, HookResult, Observed, Outcome, Plan, Transition};
 use crate::record::{PhaseKind, Record};
-use crate::status::{Board, GateStatus, HistoryEntry, ServiceStatus, rfc3339};
+use crate::status::{Board, GateStatus, HistoryEntry, HookStatus, ServiceStatus, rfc3339};
 
 use super::Shared;
 use super::pass::Pass;
@@ -22,6 +22,7 @@ pub fn pass_applied(
 ) {
     let env = desired.environment.as_str();
     let plan = &pass.plan;
+    declare_hooks(&shared.metrics, desired);
     record_outcomes(&shared.metrics, env, plan);
     if let Some(github) = &shared.github {
         let before = pass.record.as_ref().ok().and_then(Option::as_ref);
@@ -105,7 +106,17 @@ fn github_events(env: &str, revision: &str, before: Option<&Record>, plan: &Plan
                     });
                 }
             }
-            Outcome::DriftCorrected | Outcome::Blocked(_) => {}
+            Outcome::Rejected(reason) => {
+                if let Some((r, _)) = plan.record.rejected.clone() {
+                    events.push(Event::RolledBack {
+                        environment: environment.clone(),
+                        release: r,
+                        revision: revision.clone(),
+                        reason: *reason,
+                    });
+                }
+            }
+            Outcome::DriftCorrected | Outcome::Blocked(_) | Outcome::Hook { .. } => {}
         }
     }
     if plan
@@ -148,8 +159,47 @@ fn record_outcomes(m: &Metrics, env: &str, plan: &Plan) {
             Outcome::Superseded => m.deployments.with_label_values(&[env, "superseded"]).inc(),
             Outcome::DriftCorrected => m.drift_corrections.with_label_values(&[env]).inc(),
             Outcome::Blocked(gate) => m.gate_blocks.with_label_values(&[env, gate.as_str()]).inc(),
+            Outcome::Rejected(_) => m.deployments.with_label_values(&[env, "rejected"]).inc(),
+            Outcome::Hook { name, kind, result } => m
+                .hook_runs
+                .with_label_values(&[env, name, kind.as_str(), result.as_str()])
+                .inc(),
         }
     }
+}
+
+/// The hook metric's series for every hook of the file, at 0 until a run ends.
+fn declare_hooks(m: &Metrics, desired: &DesiredState) {
+    let env = desired.environment.as_str();
+    let hooks = desired
+        .pre_deploy
+        .iter()
+        .map(|h| (h, HookKind::PreDeploy))
+        .chain(desired.verify.tasks.iter().map(|h| (h, HookKind::Verify)));
+    for (h, kind) in hooks {
+        for result in HookResult::ALL {
+            m.hook_runs
+                .with_label_values(&[env, &h.name, kind.as_str(), result.as_str()]);
+        }
+    }
+}
+
+/// The CloudWatch console page of a log stream.
+fn log_url(region: &str, group: &str, stream: &str) -> String {
+    // The console's own escaping: `/` becomes `$252F` inside the fragment.
+    let esc = |s: &str| {
+        s.chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' => c.to_string(),
+                other => format!("$25{:02X}", other as u32),
+            })
+            .collect::<String>()
+    };
+    format!(
+        "https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#logsV2:log-groups/log-group/{}/log-events/{}",
+        esc(group),
+        esc(stream)
+    )
 }
 
 fn board(
@@ -201,6 +251,24 @@ fn board(
                 name: g.name.as_str().to_string(),
                 passed: g.passed,
                 detail: g.detail.clone(),
+            })
+            .collect();
+        s.hooks = plan
+            .hooks
+            .iter()
+            .map(|h| HookStatus {
+                name: h.name.clone(),
+                kind: h.kind.as_str().to_string(),
+                task_arn: h.task_arn.clone(),
+                state: h.state.to_string(),
+                exit_code: h.exit_code,
+                reason: h.reason.clone(),
+                log_group: h.log.as_ref().map(|l| l.0.clone()),
+                log_stream: h.log.as_ref().map(|l| l.1.clone()),
+                log_url: h
+                    .log
+                    .as_ref()
+                    .map(|(g, st)| log_url(&desired.region, g, st)),
             })
             .collect();
         s.error = None;

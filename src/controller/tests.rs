@@ -70,6 +70,7 @@ fn world(td: &str, rolling: bool, record: &Record, images: Check) -> Observed {
         running: if rolling { 1 } else { 2 },
         desired: 2,
         tags: record.tags_for("web"),
+        run: Default::default(),
     };
     Observed {
         account: Some("123456789012".into()),

@@ -76,10 +76,40 @@ pub struct HealthCheck {
     pub expect_status: u16,
 }
 
+/// A one-off ECS task run from a service's task definition: a `hooks.pre_deploy` hook
+/// (migrations, before any service is updated) or a `verify.tasks` task (smoke tests, in the
+/// bake).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskHook {
+    /// Unique among the file's hooks and verification tasks: it names the task's `startedBy`.
+    pub name: String,
+    /// The service whose task definition (at the new release), network configuration and
+    /// launch settings the task runs with.
+    pub service: String,
+    /// The container whose command is overridden; `None`: the service's `container`, else the
+    /// task definition's only one.
+    pub container: Option<String>,
+    pub command: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// `verify.logs`: more than `max` events matching `pattern` in `group` since the rollout
+/// completed fail the release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogCheck {
+    pub group: String,
+    pub pattern: String,
+    pub max: u64,
+}
+
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verify {
     pub alarms: Vec<String>,
     pub health: Vec<HealthCheck>,
+    pub tasks: Vec<TaskHook>,
+    pub logs: Vec<LogCheck>,
     pub bake: Duration,
     pub rollout_timeout: Duration,
 }
@@ -92,6 +122,8 @@ impl Default for Verify {
         Verify {
             alarms: Vec::new(),
             health: Vec::new(),
+            tasks: Vec::new(),
+            logs: Vec::new(),
             bake: DEFAULT_BAKE,
             rollout_timeout: DEFAULT_ROLLOUT_TIMEOUT,
         }
@@ -119,11 +151,22 @@ pub struct DesiredState {
     pub promote_from_at: Location,
     pub hotfix: Option<String>,
     pub services: BTreeMap<String, ServiceSpec>,
+    /// `hooks.pre_deploy`, in the order they run.
+    pub pre_deploy: Vec<TaskHook>,
     pub verify: Verify,
     pub drift: DriftMode,
 }
 
 impl DesiredState {
+    /// The container a hook's command overrides, if the file names one.
+    pub fn hook_container<'a>(&'a self, hook: &'a TaskHook) -> Option<&'a str> {
+        hook.container.as_deref().or_else(|| {
+            self.services
+                .get(&hook.service)
+                .and_then(|s| s.container.as_deref())
+        })
+    }
+
     /// The release a service should run: its own override or the environment's.
     pub fn release_of(&self, service: &str) -> &Release {
         self.services

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::yaml::{self, Location, Node};
 use super::{
-    DesiredState, DriftMode, HealthCheck, Problem, Release, ServiceSpec, Verify, parse_duration,
-    truncate,
+    DEFAULT_HOOK_TIMEOUT, DesiredState, DriftMode, HealthCheck, LogCheck, Problem, Release,
+    ServiceSpec, TaskHook, Verify, parse_duration, truncate,
 };
 
 const TOP_KEYS: &[&str] = &[
@@ -19,11 +19,22 @@ const TOP_KEYS: &[&str] = &[
     "promote_from",
     "hotfix",
     "services",
+    "hooks",
     "verify",
     "drift",
 ];
 const SERVICE_KEYS: &[&str] = &["repository", "container", "release"];
-const VERIFY_KEYS: &[&str] = &["alarms", "health", "bake", "rollout_timeout"];
+const VERIFY_KEYS: &[&str] = &[
+    "alarms",
+    "health",
+    "tasks",
+    "logs",
+    "bake",
+    "rollout_timeout",
+];
+const HOOKS_KEYS: &[&str] = &["pre_deploy"];
+const TASK_KEYS: &[&str] = &["name", "service", "container", "command", "timeout"];
+const LOG_KEYS: &[&str] = &["group", "pattern", "max"];
 const HEALTH_KEYS: &[&str] = &["url", "expect_status"];
 
 /// The environment name a file must declare: its stem (`prod` for `desired-state/prod.yaml`).
@@ -246,6 +257,13 @@ impl Checker {
             Some(n) => self.verify(n),
             None => Some(Verify::default()),
         };
+        let pre_deploy = match self.optional(&f, "hooks") {
+            Some(n) => self.hooks(n),
+            None => Some(Vec::new()),
+        };
+        if let (Some(services), Some(pre), Some(v)) = (&services, &pre_deploy, &verify) {
+            self.check_hooks(root, services, pre, &v.tasks);
+        }
         let drift = match self.optional(&f, "drift") {
             None => Some(DriftMode::Correct),
             Some(n) => match self.string(n, "drift")?.as_str() {
@@ -269,6 +287,7 @@ impl Checker {
             promote_from: promote_from.map(|p| p.0),
             hotfix,
             services: services?,
+            pre_deploy: pre_deploy?,
             verify: verify?,
             drift: drift?,
         })
@@ -370,6 +389,28 @@ impl Checker {
                 }
             }
         }
+        if let Some(n) = self.optional(&f, "tasks") {
+            match self.task_list(n, "verify.tasks") {
+                Some(t) => v.tasks = t,
+                None => ok = false,
+            }
+        }
+        if let Some(n) = self.optional(&f, "logs") {
+            match n {
+                Node::Seq { items, .. } => {
+                    for item in items {
+                        match self.log_check(item) {
+                            Some(l) => v.logs.push(l),
+                            None => ok = false,
+                        }
+                    }
+                }
+                other => {
+                    self.at(other.at(), format!("`logs` must be a list of checks like `- group: /prod/backend`, found {}", other.kind()));
+                    ok = false;
+                }
+            }
+        }
         for (key, slot) in [
             ("bake", &mut v.bake),
             ("rollout_timeout", &mut v.rollout_timeout),
@@ -393,6 +434,176 @@ impl Checker {
             }
         }
         ok.then_some(v)
+    }
+
+    fn hooks(&mut self, node: &Node) -> Option<Vec<TaskHook>> {
+        let f = self.fields(node, "`hooks`", HOOKS_KEYS)?;
+        match self.optional(&f, "pre_deploy") {
+            Some(n) => self.task_list(n, "hooks.pre_deploy"),
+            None => Some(Vec::new()),
+        }
+    }
+
+    fn task_list(&mut self, node: &Node, what: &str) -> Option<Vec<TaskHook>> {
+        let Node::Seq { items, .. } = node else {
+            self.at(
+                node.at(),
+                format!(
+                    "`{what}` must be a list of tasks like `- name: migrate`, found {}",
+                    node.kind()
+                ),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in items {
+            match self.task(item, what) {
+                Some(t) => out.push(t),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn task(&mut self, node: &Node, what: &str) -> Option<TaskHook> {
+        let whose = format!("a task of `{what}`");
+        let f = self.fields(node, &whose, TASK_KEYS)?;
+        let name = self
+            .required(&f, node, "name", &whose, "migrate")
+            .and_then(|n| self.name(n, "name", check_hook_name));
+        let service = self
+            .required(&f, node, "service", &whose, "saas-backend")
+            .and_then(|n| self.name(n, "service", check_ecs_name));
+        let container = match self.optional(&f, "container") {
+            None => Some(None),
+            Some(n) => self.name(n, "container", check_container).map(Some),
+        };
+        let command = self
+            .required(&f, node, "command", &whose, "[alembic, upgrade, head]")
+            .and_then(|n| self.command(n));
+        let timeout = match self.optional(&f, "timeout") {
+            None => Some(DEFAULT_HOOK_TIMEOUT),
+            Some(n) => {
+                let s = self.string(n, "timeout")?;
+                match parse_duration(&s) {
+                    Ok(d) if d.is_zero() => {
+                        self.at(n.at(), "`timeout` must be longer than 0s; give the task time to run, e.g. `10m`");
+                        None
+                    }
+                    Ok(d) => Some(d),
+                    Err(m) => {
+                        self.at(n.at(), format!("`timeout`: {m}"));
+                        None
+                    }
+                }
+            }
+        };
+        Some(TaskHook {
+            name: name?,
+            service: service?,
+            container: container?,
+            command: command?,
+            timeout: timeout?,
+        })
+    }
+
+    fn command(&mut self, node: &Node) -> Option<Vec<String>> {
+        let Node::Seq { items, at } = node else {
+            self.at(
+                node.at(),
+                format!("`command` must be a list of strings, e.g. `[alembic, upgrade, head]`, found {}", node.kind()),
+            );
+            return None;
+        };
+        if items.is_empty() {
+            self.at(*at, "`command` is empty; give the program and its arguments, e.g. `[alembic, upgrade, head]`");
+            return None;
+        }
+        let mut out = Vec::new();
+        for item in items {
+            match item {
+                Node::Scalar { value, .. } if !item.is_null() => out.push(value.clone()),
+                other => {
+                    self.at(
+                        other.at(),
+                        format!(
+                            "each word of `command` must be a string, found {}",
+                            other.kind()
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    fn log_check(&mut self, node: &Node) -> Option<LogCheck> {
+        let f = self.fields(node, "a log check", LOG_KEYS)?;
+        let group = self
+            .required(&f, node, "group", "a log check", "/prod/backend")
+            .and_then(|n| self.name(n, "group", check_log_group));
+        let pattern = self
+            .required(&f, node, "pattern", "a log check", "'\"ERROR\"'")
+            .and_then(|n| {
+                let s = self.string(n, "pattern")?;
+                if s.trim().is_empty() || s.len() > 1024 {
+                    self.at(n.at(), "`pattern` must be a CloudWatch Logs filter pattern of 1 to 1024 characters, e.g. '\"ERROR\"'");
+                    return None;
+                }
+                Some(s)
+            });
+        let max = match self.optional(&f, "max") {
+            None => Some(0),
+            Some(n) => {
+                let s = self.string(n, "max")?;
+                match s.parse::<u64>() {
+                    Ok(m) => Some(m),
+                    Err(_) => {
+                        self.at(
+                            n.at(),
+                            format!(
+                                "`max: {}` is not a count; use a whole number of events, 0 or more",
+                                truncate(&s, 20)
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        Some(LogCheck {
+            group: group?,
+            pattern: pattern?,
+            max: max?,
+        })
+    }
+
+    /// Names are unique across hooks and verification tasks (each names a `startedBy`), and
+    /// each runs a service of this file.
+    fn check_hooks(
+        &mut self,
+        root: &Node,
+        services: &BTreeMap<String, ServiceSpec>,
+        pre: &[TaskHook],
+        verify: &[TaskHook],
+    ) {
+        let mut seen = BTreeSet::new();
+        for (what, t) in pre
+            .iter()
+            .map(|t| ("hooks.pre_deploy", t))
+            .chain(verify.iter().map(|t| ("verify.tasks", t)))
+        {
+            let at = find_task(root, what, &t.name).unwrap_or(root.at());
+            if !seen.insert(t.name.clone()) {
+                self.at(at, format!("task name `{}` is used twice in hooks.pre_deploy and verify.tasks; give each task its own name (it becomes the task's startedBy)", t.name));
+            }
+            if !services.contains_key(&t.service) {
+                let known: Vec<&str> = services.keys().map(String::as_str).collect();
+                self.at(at, format!("{what} task `{}` runs service `{}`, which is not in `services`; use one of: {}", t.name, t.service, known.join(", ")));
+            }
+        }
     }
 
     fn health(&mut self, node: &Node) -> Option<HealthCheck> {
@@ -426,6 +637,57 @@ impl Checker {
             url: url?,
             expect_status: expect_status?,
         })
+    }
+}
+
+/// Where the task named `name` of list `what` (`hooks.pre_deploy` or `verify.tasks`) is.
+fn find_task(root: &Node, what: &str, name: &str) -> Option<Location> {
+    let (outer, inner) = what.split_once('.')?;
+    let get = |node: &Node, key: &str| -> Option<Node> {
+        let Node::Map { entries, .. } = node else {
+            return None;
+        };
+        entries.iter().find(|e| e.0 == key).map(|e| e.2.clone())
+    };
+    let Node::Seq { items, .. } = get(&get(root, outer)?, inner)? else {
+        return None;
+    };
+    items.iter().find_map(|item| {
+        let n = get(item, "name")?;
+        matches!(&n, Node::Scalar { value, .. } if value == name).then(|| n.at())
+    })
+}
+
+/// Hook names become part of `startedBy` (`ecs-gitops/<env>/<name>/<sha7>`), which ECS limits
+/// to 128 letters, digits, hyphens, underscores and slashes.
+fn check_hook_name(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 40
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a task name; use 1 to 40 letters, digits, `-` or `_` (it becomes part of the task's startedBy), e.g. `migrate`",
+            truncate(s, 60)
+        ))
+    }
+}
+
+/// CloudWatch Logs group names: 1 to 512 of letters, digits, `_ - / . #`.
+fn check_log_group(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 512
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-/.#".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a CloudWatch Logs group name; use letters, digits and `_ - / . #`, e.g. `/prod/backend`",
+            truncate(s, 60)
+        ))
     }
 }
 

@@ -268,20 +268,45 @@ pub fn render_page(r: &StatusReport) -> String {
                 esc(&short(&h.release))
             ));
         }
+        let mut hooks = String::new();
+        for h in &e.hooks {
+            let log = match (&h.log_url, &h.log_stream) {
+                (Some(url), Some(stream)) => {
+                    format!("<a href=\"{}\">{}</a>", esc(url), esc(stream))
+                }
+                _ => "-".into(),
+            };
+            hooks.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td class=\"hook {state}\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{log}</td></tr>",
+                esc(&h.name),
+                esc(&h.kind),
+                esc(h.task_arn.as_deref().map(|a| a.rsplit('/').next().unwrap_or(a)).unwrap_or("-")),
+                h.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                esc(h.reason.as_deref().unwrap_or("")),
+                state = esc(&h.state),
+            ));
+        }
+        let hooks = if hooks.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<h3>hooks and verification tasks</h3><table class=\"hooks\"><tr><th>name</th><th>kind</th><th>state</th><th>task</th><th>exit code</th><th>reason</th><th>log</th></tr>{hooks}</table>"
+            )
+        };
         let problems: String = e
             .file_problems
             .iter()
             .map(|p| format!("<li class=\"problem\">{}</li>", esc(p)))
             .collect();
         details.push_str(&format!(
-            "<section id=\"detail-{name}\"><h2>{name}</h2><table><tr><th>service</th><th>task definition</th><th>running</th><th>tasks</th></tr>{services}</table><ul>{problems}</ul><h3>recent transitions</h3><ul>{history}</ul></section>\n",
+            "<section id=\"detail-{name}\"><h2>{name}</h2><table><tr><th>service</th><th>task definition</th><th>running</th><th>tasks</th></tr>{services}</table>{hooks}<ul>{problems}</ul><h3>recent transitions</h3><ul>{history}</ul></section>\n",
             name = esc(&e.name)
         ));
     }
     format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5"><title>ecs-gitops</title>
 <style>body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
-.phase{{font-weight:bold}}.InSync{{background:#c8f0c8}}.Blocked{{background:#fff1a8}}.Deploying,.Baking{{background:#c8dcff}}.RollingBack,.Rejected{{background:#ffc8c8}}.Drifted{{background:#ffd9a8}}.problem{{color:#a00}}</style></head>
+.phase{{font-weight:bold}}.InSync{{background:#c8f0c8}}.Blocked{{background:#fff1a8}}.Deploying,.Baking{{background:#c8dcff}}.RollingBack,.Rejected{{background:#ffc8c8}}.Drifted{{background:#ffd9a8}}.problem{{color:#a00}}.hook.succeeded{{background:#c8f0c8}}.hook.failed,.hook.timed_out{{background:#ffc8c8}}.hook.running,.hook.starting{{background:#c8dcff}}</style></head>
 <body><h1>ecs-gitops</h1><p>desired state at <code>{rev}</code>{src}</p>
 <table><tr><th>environment</th><th>phase</th><th>desired</th><th>running</th><th>last good</th><th>rejected</th><th>since</th><th>message</th></tr>
 {rows}</table>

@@ -7,8 +7,9 @@
 pub mod health;
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_sdk_ecs::types::Service;
+use aws_sdk_ecs::types::{Service, Task};
 
 use crate::aws::ecr::ImageLookup;
 use crate::aws::ecs::CachedTd;
@@ -16,7 +17,7 @@ use crate::aws::{Aws, AwsError, ErrorClass};
 use crate::desired::{DesiredState, Release};
 use crate::plan::{
     AlarmState, Check, Deployment, DeploymentStatus, Observed, RecordRead, RolloutState,
-    ServiceState, TaskDefinitionInfo, Upstream,
+    RunSettings, ServiceState, TaskDefinitionInfo, TaskRun, TaskState, Upstream, started_by,
 };
 use crate::record::{self, PREFIX, Record, TAG_RELEASE, TAG_TARGET_TD};
 use health::HealthChecker;
@@ -132,7 +133,75 @@ impl Observer {
         if needs.health && !desired.verify.health.is_empty() {
             obs.health = Some(self.health.check_all(&desired.verify.health).await);
         }
+        // Hooks and verification tasks, by the startedBy that finds them.
+        let mut runs: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for release in &needs.pre_deploy {
+            for h in &desired.pre_deploy {
+                runs.insert(
+                    started_by(&desired.environment, &h.name, release),
+                    desired.hook_container(h).map(str::to_string),
+                );
+            }
+        }
+        if let Some(release) = &needs.verify_tasks {
+            for t in &desired.verify.tasks {
+                runs.insert(
+                    started_by(&desired.environment, &t.name, release),
+                    desired.hook_container(t).map(str::to_string),
+                );
+            }
+        }
+        if let Some(since) = &needs.logs_since {
+            let now = SystemTime::now();
+            for l in &desired.verify.logs {
+                let count = self
+                    .aws
+                    .count_log_events(
+                        &desired.region,
+                        &l.group,
+                        &l.pattern,
+                        epoch_ms(*since),
+                        epoch_ms(now),
+                        l.max,
+                    )
+                    .await
+                    .map_err(|e| e.brief());
+                obs.log_counts.insert(l.group.clone(), count);
+            }
+        }
+        for (key, container) in runs {
+            let run = self
+                .task_run(desired, &key, container.as_deref())
+                .await
+                .map_err(|e| e.brief());
+            obs.task_runs.insert(key, run);
+        }
         Ok((obs, record))
+    }
+
+    /// The newest task started with `key`, if any.
+    async fn task_run(
+        &self,
+        desired: &DesiredState,
+        key: &str,
+        container: Option<&str>,
+    ) -> Result<Option<TaskRun>, AwsError> {
+        let tasks = self
+            .aws
+            .tasks_started_by(&desired.region, &desired.cluster, key)
+            .await?;
+        let Some(task) = tasks.iter().max_by_key(|t| created_at(t)) else {
+            return Ok(None);
+        };
+        let td = self
+            .aws
+            .task_definition(
+                &desired.region,
+                task.task_definition_arn().unwrap_or_default(),
+            )
+            .await
+            .ok();
+        Ok(Some(task_run(task, container, td.as_ref())))
     }
 
     async fn images(&self, desired: &DesiredState) -> BTreeMap<String, Check> {
@@ -248,6 +317,78 @@ fn service_state(s: &Service) -> ServiceState {
         running: s.running_count(),
         desired: s.desired_count(),
         tags,
+        run: run_settings(s),
+    }
+}
+
+fn epoch_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn created_at(t: &Task) -> SystemTime {
+    t.created_at()
+        .and_then(|d| SystemTime::try_from(*d).ok())
+        .unwrap_or(UNIX_EPOCH)
+}
+
+/// A described task as the decision sees it; `container` is the hook's container (else the
+/// first), whose exit code and log stream count.
+fn task_run(t: &Task, container: Option<&str>, td: Option<&CachedTd>) -> TaskRun {
+    let containers = t.containers();
+    let c = match container {
+        Some(name) => containers.iter().find(|c| c.name() == Some(name)),
+        None => containers.first(),
+    };
+    let name = c.and_then(|c| c.name()).unwrap_or_default();
+    let log = td.and_then(|td| {
+        let def = td
+            .td
+            .container_definitions()
+            .iter()
+            .find(|d| d.name() == Some(name))?;
+        let lc = def.log_configuration()?;
+        if lc.log_driver().as_str() != "awslogs" {
+            return None;
+        }
+        let opts = lc.options()?;
+        let group = opts.get("awslogs-group")?;
+        let prefix = opts.get("awslogs-stream-prefix")?;
+        let id = t.task_arn()?.rsplit('/').next()?;
+        Some((group.clone(), format!("{prefix}/{name}/{id}")))
+    });
+    TaskRun {
+        arn: t.task_arn().unwrap_or_default().to_string(),
+        state: TaskState::parse(t.last_status().unwrap_or_default()),
+        exit_code: c.and_then(|c| c.exit_code()),
+        stop_code: t.stop_code().map(|s| s.as_str().to_string()),
+        stopped_reason: t.stopped_reason().map(str::to_string),
+        container_reason: c.and_then(|c| c.reason()).map(str::to_string),
+        created_at: created_at(t),
+        log,
+    }
+}
+
+fn run_settings(s: &Service) -> RunSettings {
+    let vpc = s
+        .network_configuration()
+        .and_then(|n| n.awsvpc_configuration());
+    RunSettings {
+        subnets: vpc.map(|v| v.subnets().to_vec()).unwrap_or_default(),
+        security_groups: vpc
+            .map(|v| v.security_groups().to_vec())
+            .unwrap_or_default(),
+        assign_public_ip: vpc
+            .and_then(|v| v.assign_public_ip())
+            .map(|a| a.as_str().to_string()),
+        launch_type: s.launch_type().map(|l| l.as_str().to_string()),
+        capacity_providers: s
+            .capacity_provider_strategy()
+            .iter()
+            .map(|c| (c.capacity_provider().to_string(), c.weight(), c.base()))
+            .collect(),
+        platform_version: s.platform_version().map(str::to_string),
     }
 }
 

@@ -12,6 +12,7 @@
 //! (a write-ahead of intent), so any action is safe to repeat after a SIGKILL.
 
 mod gates;
+mod hooks;
 pub mod observed;
 mod rollback;
 mod rollout;
@@ -21,9 +22,10 @@ mod tests;
 
 use std::time::{Duration, SystemTime};
 
+pub use hooks::{HookView, started_by};
 pub use observed::{
-    AlarmState, Check, Deployment, DeploymentStatus, Needs, Observed, RolloutState, ServiceState,
-    TaskDefinitionInfo, Upstream,
+    AlarmState, Check, Deployment, DeploymentStatus, Needs, Observed, RolloutState, RunSettings,
+    ServiceState, TaskDefinitionInfo, TaskRun, TaskState, Upstream,
 };
 
 use crate::desired::{DesiredState, Release};
@@ -55,6 +57,70 @@ pub enum Action {
         task_definition: String,
         why: UpdateWhy,
     },
+    /// Run a hook or verification task: the release's revision of `service`'s task definition
+    /// (registered or reused as for a deploy), `command` on `container`, the service's launch
+    /// settings, and `started_by` so that it is found again instead of started twice.
+    RunTask {
+        hook: String,
+        kind: HookKind,
+        service: String,
+        base_task_definition: String,
+        /// The container whose image carries the release (the service's `container`).
+        image_container: Option<String>,
+        image: String,
+        release: Release,
+        /// The container whose command is overridden.
+        container: Option<String>,
+        command: Vec<String>,
+        started_by: String,
+        settings: RunSettings,
+    },
+    /// Stop a hook's task (its timeout passed).
+    StopTask {
+        hook: String,
+        task_arn: String,
+        reason: String,
+    },
+}
+
+/// Which list a one-off task comes from; the `kind` label of the hook metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookKind {
+    PreDeploy,
+    Verify,
+}
+
+impl HookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::PreDeploy => "pre_deploy",
+            HookKind::Verify => "verify",
+        }
+    }
+}
+
+/// How a hook's run ended; the `result` label of the hook metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookResult {
+    Succeeded,
+    Failed,
+    TimedOut,
+}
+
+impl HookResult {
+    pub const ALL: [HookResult; 3] = [
+        HookResult::Succeeded,
+        HookResult::Failed,
+        HookResult::TimedOut,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookResult::Succeeded => "succeeded",
+            HookResult::Failed => "failed",
+            HookResult::TimedOut => "timed_out",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +227,14 @@ pub enum Outcome {
     Superseded,
     DriftCorrected,
     Blocked(GateName),
+    /// Rejected without a rollback (a pre-deploy hook failed; nothing was touched).
+    Rejected(Reason),
+    /// A hook or verification task ended (counted once, in the pass that acts on it).
+    Hook {
+        name: String,
+        kind: HookKind,
+        result: HookResult,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -176,6 +250,8 @@ pub struct Plan {
     pub transition: Option<Transition>,
     pub outcomes: Vec<Outcome>,
     pub requeue: Duration,
+    /// The hooks and verification tasks of the release in flight, as last seen (status).
+    pub hooks: Vec<HookView>,
 }
 
 impl Plan {
@@ -192,30 +268,84 @@ pub fn needs(desired: &DesiredState, record: &RecordRead) -> Needs {
             return Needs {
                 gates: true,
                 alarms: true,
-                health: false,
+                pre_deploy: if desired.pre_deploy.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![desired.release.clone()]
+                },
+                ..Needs::default()
             };
         }
         Ok(Some(r)) => r,
     };
     let new_release = Some(&desired.release) != r.last_good.as_ref()
         && Some(&desired.release) != r.rejected.as_ref().map(|x| &x.0);
+    // Pre-deploy hooks are read whenever a release may start or is starting: the runs of a
+    // release whose hooks already passed are not started again.
+    let hooks_for = |releases: &[&Release]| -> Vec<Release> {
+        releases
+            .iter()
+            .filter(|x| !desired.pre_deploy.is_empty() && r.hooks_passed.as_ref() != Some(**x))
+            .map(|x| (*x).clone())
+            .collect()
+    };
     match &r.phase {
         Phase::Deploying { target } => Needs {
             gates: target != &desired.release,
             alarms: true,
             health: false,
+            // A superseded release's hook that still runs is waited for.
+            pre_deploy: hooks_for(&[&desired.release, target]),
+            ..Needs::default()
         },
         Phase::Baking { target } => Needs {
             gates: target != &desired.release,
             alarms: true,
             health: true,
+            pre_deploy: if target != &desired.release {
+                hooks_for(&[&desired.release])
+            } else {
+                Vec::new()
+            },
+            verify_tasks: (target == &desired.release && !desired.verify.tasks.is_empty())
+                .then(|| target.clone()),
+            logs_since: (target == &desired.release && !desired.verify.logs.is_empty())
+                .then_some(r.since),
         },
+        // What made a hook or verification task fail is shown while the release is held.
+        Phase::RollingBack { release, reason } | Phase::Rejected { release, reason }
+            if matches!(reason, Reason::PreDeploy | Reason::VerifyTask) =>
+        {
+            Needs {
+                pre_deploy: if *reason == Reason::PreDeploy && release == &desired.release {
+                    vec![release.clone()]
+                } else {
+                    Vec::new()
+                },
+                verify_tasks: (*reason == Reason::VerifyTask && release == &desired.release)
+                    .then(|| release.clone()),
+                ..settled_needs(desired, new_release, &hooks_for)
+            }
+        }
         Phase::RollingBack { .. } => Needs::default(),
-        _ => Needs {
-            gates: new_release,
-            alarms: new_release,
-            health: false,
+        _ => settled_needs(desired, new_release, &hooks_for),
+    }
+}
+
+fn settled_needs(
+    desired: &DesiredState,
+    new_release: bool,
+    hooks_for: &dyn Fn(&[&Release]) -> Vec<Release>,
+) -> Needs {
+    Needs {
+        gates: new_release,
+        alarms: new_release,
+        pre_deploy: if new_release {
+            hooks_for(&[&desired.release])
+        } else {
+            Vec::new()
         },
+        ..Needs::default()
     }
 }
 
@@ -260,7 +390,7 @@ pub fn plan(
         }
         None => ctx.adopt(),
     };
-    let p = match &record.phase {
+    let mut p = match &record.phase {
         Phase::Deploying { target } => ctx.deploying(&record, target),
         Phase::Baking { target } => ctx.baking(&record, target),
         Phase::RollingBack { release, reason } => ctx.rolling_back(&record, release, *reason),
@@ -268,6 +398,25 @@ pub fn plan(
             ctx.settled(&record)
         }
     };
+    // The hooks of the release in flight (or just rejected by one), judged against the
+    // attempt that ran them.
+    let shown = match &p.record.phase {
+        Phase::Deploying { target } | Phase::Baking { target } => Some(target),
+        Phase::RollingBack { release, reason } | Phase::Rejected { release, reason }
+            if matches!(reason, Reason::PreDeploy | Reason::VerifyTask) =>
+        {
+            Some(release)
+        }
+        _ => None,
+    };
+    if let Some(release) = shown.cloned() {
+        let attempt = if p.transition.is_none() {
+            &p.record
+        } else {
+            &record
+        };
+        p.hooks = ctx.hook_views(attempt, &release);
+    }
     ctx.finish(p)
 }
 
@@ -347,6 +496,7 @@ impl Ctx<'_> {
             transition: None,
             outcomes: Vec::new(),
             requeue: self.requeue(record.phase.kind()),
+            hooks: Vec::new(),
         }
     }
 
@@ -358,6 +508,9 @@ impl Ctx<'_> {
             (Why::Verified, _) => p.outcomes.push(Outcome::Verified),
             (Why::Failed(reason), PhaseKind::RollingBack) => {
                 p.outcomes.push(Outcome::RolledBack(reason))
+            }
+            (Why::Failed(reason), PhaseKind::Rejected) if reason == Reason::PreDeploy => {
+                p.outcomes.push(Outcome::Rejected(reason))
             }
             (Why::Superseded, _) => p.outcomes.push(Outcome::Superseded),
             _ => {}

@@ -3,6 +3,7 @@
 //! reads it.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use crate::desired::Release;
 
@@ -90,6 +91,8 @@ pub struct ServiceState {
     pub desired: i32,
     /// The controller's tags on the service (the record), as read.
     pub tags: BTreeMap<String, String>,
+    /// How its tasks are launched (hooks and verification tasks run the same way).
+    pub run: RunSettings,
 }
 
 impl ServiceState {
@@ -119,6 +122,89 @@ impl ServiceState {
     }
 }
 
+/// How a service's tasks are launched: what a one-off task of the service needs to run beside
+/// it (RunTask takes the same settings).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunSettings {
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub assign_public_ip: Option<String>,
+    pub launch_type: Option<String>,
+    /// (capacity provider, weight, base)
+    pub capacity_providers: Vec<(String, i32, i32)>,
+    pub platform_version: Option<String>,
+}
+
+/// An ECS task's `lastStatus`, as far as the decision cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// PROVISIONING, PENDING, ACTIVATING.
+    Starting,
+    Running,
+    /// DEACTIVATING, STOPPING, DEPROVISIONING.
+    Stopping,
+    Stopped,
+}
+
+impl TaskState {
+    pub fn parse(s: &str) -> TaskState {
+        match s {
+            "RUNNING" => TaskState::Running,
+            "DEACTIVATING" | "STOPPING" | "DEPROVISIONING" => TaskState::Stopping,
+            "STOPPED" => TaskState::Stopped,
+            _ => TaskState::Starting,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Stopping => "stopping",
+            TaskState::Stopped => "stopped",
+        }
+    }
+}
+
+/// The newest one-off task the controller started for a hook (found by its `startedBy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRun {
+    pub arn: String,
+    pub state: TaskState,
+    /// Of the hook's container, once it exited.
+    pub exit_code: Option<i32>,
+    pub stop_code: Option<String>,
+    pub stopped_reason: Option<String>,
+    /// The container's own reason (e.g. `CannotPullContainerError: ...`).
+    pub container_reason: Option<String>,
+    pub created_at: SystemTime,
+    /// `(group, stream)` when the task definition logs the container to CloudWatch.
+    pub log: Option<(String, String)>,
+}
+
+impl TaskRun {
+    pub fn succeeded(&self) -> bool {
+        self.state == TaskState::Stopped && self.exit_code == Some(0)
+    }
+
+    /// Why a stopped task did not succeed, in words.
+    pub fn failure(&self) -> String {
+        let mut parts = Vec::new();
+        match self.exit_code {
+            Some(c) => parts.push(format!("exited {c}")),
+            None => parts.push("stopped before its container exited".to_string()),
+        }
+        if let Some(r) = self
+            .container_reason
+            .as_ref()
+            .or(self.stopped_reason.as_ref())
+        {
+            parts.push(format!("({r})"));
+        }
+        parts.join(" ")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Upstream {
     /// The upstream environment's verified releases (newest first).
@@ -143,12 +229,23 @@ pub struct Observed {
     pub upstream: Option<Upstream>,
     /// The desired-state commit.
     pub source_revision: Option<String>,
+    /// Per `startedBy` (`plan::started_by`): the newest task started with it (`Ok(None)`:
+    /// none), or why it could not be read.
+    pub task_runs: BTreeMap<String, Result<Option<TaskRun>, String>>,
+    /// Per `verify.logs` group: events matching its pattern since the rollout completed.
+    pub log_counts: BTreeMap<String, Result<u64, String>>,
 }
 
 /// What the observer must read for the next decision (so a pass in sync stays cheap).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Needs {
     pub gates: bool,
     pub alarms: bool,
     pub health: bool,
+    /// Read the runs of `hooks.pre_deploy` for these releases.
+    pub pre_deploy: Vec<Release>,
+    /// Read the runs of `verify.tasks` for this release.
+    pub verify_tasks: Option<Release>,
+    /// Count `verify.logs` events since this time (the rollout completed).
+    pub logs_since: Option<SystemTime>,
 }

@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
+use super::hooks::PreDeploy;
 use super::{
-    Action, CRASH_LOOP_FAILED_TASKS, Check, Ctx, Gate, Plan, RolloutState, ServiceState, UpdateWhy,
-    Why, short_td,
+    Action, CRASH_LOOP_FAILED_TASKS, Check, Ctx, Gate, HookKind, HookResult, Outcome, Plan,
+    RolloutState, ServiceState, UpdateWhy, Why, short_td,
 };
 use crate::desired::{Release, format_duration};
-use crate::record::{Phase, Reason, Record};
+use crate::record::{Phase, Reason, Record, ceil_millis};
 
 impl Ctx<'_> {
     pub(super) fn start_deploy(&self, r: &Record, gates: Vec<Gate>, why: Why) -> Plan {
@@ -25,6 +26,31 @@ impl Ctx<'_> {
         p.gates = gates;
         for s in p.record.services.values_mut() {
             s.target_task_definition = None;
+        }
+        let target = d.release.clone();
+        // Pre-deploy hooks first; this attempt starts now.
+        let mut attempt = r.clone();
+        attempt.since = ceil_millis(self.now);
+        match self.pre_deploy(&attempt, &target) {
+            PreDeploy::Done { newly } => {
+                if !d.pre_deploy.is_empty() {
+                    p.record.hooks_passed = Some(target.clone());
+                }
+                if newly {
+                    p.outcomes.extend(self.pre_deploy_successes());
+                }
+            }
+            PreDeploy::Wait { actions, message } => {
+                p.actions = actions;
+                p.message = format!("deploying {}: {message}", target.short());
+                return self.go(p, Phase::Deploying { target }, why);
+            }
+            PreDeploy::Failed {
+                detail,
+                result,
+                hook,
+                stop,
+            } => return self.reject_pre_deploy(p, &target, detail, result, hook, stop),
         }
         for name in d.services.keys() {
             let base = self.last_good_td(r, name);
@@ -43,8 +69,48 @@ impl Ctx<'_> {
             }
             p.actions.push(self.deploy_action(r, name));
         }
-        let target = d.release.clone();
         self.go(p, Phase::Deploying { target }, why)
+    }
+
+    fn pre_deploy_successes(&self) -> Vec<Outcome> {
+        self.desired
+            .pre_deploy
+            .iter()
+            .map(|h| Outcome::Hook {
+                name: h.name.clone(),
+                kind: HookKind::PreDeploy,
+                result: HookResult::Succeeded,
+            })
+            .collect()
+    }
+
+    /// A pre-deploy hook failed: the release is Rejected at once, with no rollback, since no
+    /// service was touched.
+    fn reject_pre_deploy(
+        &self,
+        mut p: Plan,
+        release: &Release,
+        detail: String,
+        result: HookResult,
+        hook: String,
+        stop: Option<Action>,
+    ) -> Plan {
+        p.message = format!(
+            "release {} rejected (pre_deploy): {detail}; no service was touched",
+            release.short()
+        );
+        p.actions = stop.into_iter().collect();
+        p.record.rejected = Some((release.clone(), Reason::PreDeploy));
+        p.outcomes.push(Outcome::Hook {
+            name: hook,
+            kind: HookKind::PreDeploy,
+            result,
+        });
+        let phase = Phase::Rejected {
+            release: release.clone(),
+            reason: Reason::PreDeploy,
+        };
+        self.go(p, phase, Why::Failed(Reason::PreDeploy))
     }
 
     /// A new revision of `service`'s last good task definition carrying its desired image
@@ -169,8 +235,37 @@ impl Ctx<'_> {
 
     pub(super) fn deploying(&self, r: &Record, target: &Release) -> Plan {
         if target != &self.desired.release {
+            if let Some(hook) = self.hook_running(r, target) {
+                // A migration stopped halfway can leave the schema between two versions; the
+                // new release's hooks start once it has exited.
+                return self.base(
+                    r,
+                    format!(
+                        "git names {}; letting {}'s hook {hook} finish before the new release's hooks start",
+                        self.desired.release.short(),
+                        target.short()
+                    ),
+                );
+            }
             return self.supersede(r, target);
         }
+        let hooks_newly = match self.pre_deploy(r, target) {
+            PreDeploy::Done { newly } => newly,
+            PreDeploy::Wait { actions, message } => {
+                let mut p = self.base(r, format!("deploying {}: {message}", target.short()));
+                p.actions = actions;
+                return p;
+            }
+            PreDeploy::Failed {
+                detail,
+                result,
+                hook,
+                stop,
+            } => {
+                let p = self.base(r, String::new());
+                return self.reject_pre_deploy(p, target, detail, result, hook, stop);
+            }
+        };
         if let Some((reason, msg)) = self.rollout_failure(r) {
             return self.start_rollback(r, target, reason, msg);
         }
@@ -178,6 +273,12 @@ impl Ctx<'_> {
             return self.start_rollback(r, target, Reason::Alarm, m);
         }
         let mut p = self.base(r, String::new());
+        if hooks_newly {
+            // The services' rollout (and its timeout) starts now; the hooks had their own.
+            p.record.hooks_passed = Some(target.clone());
+            p.record.since = ceil_millis(self.now);
+            p.outcomes.extend(self.pre_deploy_successes());
+        }
         let mut waiting = Vec::new();
         let mut all_steady = true;
         for (n, s) in self.services() {
@@ -205,9 +306,9 @@ impl Ctx<'_> {
                 }
             }
         }
-        let elapsed = self.now.duration_since(r.since).unwrap_or_default();
+        let elapsed = self.now.duration_since(p.record.since).unwrap_or_default();
         if all_steady {
-            let b = self.base(
+            let mut b = self.base(
                 &p.record,
                 format!(
                     "rollout of {} complete; baking for {}",
@@ -215,6 +316,12 @@ impl Ctx<'_> {
                     format_duration(self.desired.verify.bake)
                 ),
             );
+            b.outcomes = std::mem::take(&mut p.outcomes);
+            // The bake starts now, and with it the verification tasks.
+            for task in &self.desired.verify.tasks {
+                b.actions
+                    .push(self.run_task(r, task, HookKind::Verify, target));
+            }
             let phase = Phase::Baking {
                 target: target.clone(),
             };
@@ -257,9 +364,20 @@ impl Ctx<'_> {
         if let Check::Failed(m) = &health {
             return self.start_rollback(r, target, Reason::Health, m.clone());
         }
+        let (tasks, task_actions, task_outcomes) = self.verify_tasks(r, target);
+        if let Check::Failed(m) = &tasks {
+            let mut p = self.start_rollback(r, target, Reason::VerifyTask, m.clone());
+            p.actions.extend(task_actions);
+            p.outcomes.extend(task_outcomes);
+            return p;
+        }
+        let logs = self.log_check();
+        if let Check::Failed(m) = &logs {
+            return self.start_rollback(r, target, Reason::LogErrors, m.clone());
+        }
         let bake = self.desired.verify.bake;
         let elapsed = self.now.duration_since(r.since).unwrap_or_default();
-        let unknown: Vec<String> = [&alarms, &health]
+        let unknown: Vec<String> = [&alarms, &health, &tasks, &logs]
             .into_iter()
             .filter_map(|c| match c {
                 Check::Unknown(m) => Some(m.clone()),
@@ -285,9 +403,11 @@ impl Ctx<'_> {
                 e.last_good_task_definition = Some(td);
                 e.target_task_definition = None;
             }
+            p.outcomes.extend(self.verify_successes());
             return self.go(p, Phase::InSync, Why::Verified);
         }
         let mut p = self.base(r, String::new());
+        p.actions = task_actions;
         p.message = if unknown.is_empty() {
             format!(
                 "baking {}: {}s of {}; alarms and health OK",

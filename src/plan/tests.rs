@@ -56,6 +56,7 @@ fn steady(td: &str) -> ServiceState {
         running: 2,
         desired: 2,
         tags: BTreeMap::new(),
+        run: RunSettings::default(),
     }
 }
 
@@ -208,7 +209,7 @@ fn summary(p: &Plan) -> String {
     let opt = |x: Option<String>| x.unwrap_or_else(|| "-".into());
     let web = r.service("web");
     format!(
-        "{phase} since={since} good={} rejected={} verified={} web={}/{} {}",
+        "{phase} since={since} good={} rejected={} verified={} web={}/{} hooks={} {}",
         opt(r.last_good.as_ref().map(l)),
         opt(r.rejected.as_ref().map(|(x, w)| format!("{}:{w}", l(x)))),
         r.verified.iter().map(l).collect::<String>(),
@@ -220,6 +221,7 @@ fn summary(p: &Plan) -> String {
             .target_task_definition
             .as_deref()
             .map(|x| short_td(x).to_string())),
+        opt(r.hooks_passed.as_ref().map(l)),
         if p.persist { "persist" } else { "no-write" }
     )
 }
@@ -232,6 +234,50 @@ fn short(a: &Action) -> String {
             task_definition,
             ..
         } => format!("update {service} {}", short_td(task_definition)),
+        Action::RunTask { hook, kind, .. } => format!("run {} {hook}", kind.as_str()),
+        Action::StopTask { hook, .. } => format!("stop {hook}"),
+    }
+}
+
+/// prod with a migration before the deploy, a smoke test and a log check in the bake.
+fn desired_hooks(release: char) -> DesiredState {
+    let text = format!(
+        "environment: prod\nregion: me-south-1\ncluster: c\nrelease: {}\nservices:\n  web:\n    repository: web\nhooks:\n  pre_deploy:\n    - name: migrate\n      service: web\n      command: [alembic, upgrade, head]\n      timeout: 5m\nverify:\n  alarms: [web-5xx]\n  tasks:\n    - name: smoke\n      service: web\n      command: [pytest, -m, smoke]\n      timeout: 2m\n  logs:\n    - group: /prod/backend\n      pattern: '\"ERROR\"'\n      max: 0\n  bake: 60s\n  rollout_timeout: 120s\n",
+        rel(release)
+    );
+    desired::parse(Path::new("desired-state/prod.yaml"), &text).unwrap()
+}
+
+type Run = (String, Result<Option<TaskRun>, String>);
+
+/// A task of hook `name` for release `c`, created at `t(created)`, in `state` with `exit`.
+fn run(name: &str, c: char, created: u64, state: TaskState, exit: Option<i32>) -> Run {
+    (
+        started_by("prod", name, &rel(c)),
+        Ok(Some(TaskRun {
+            arn: format!("arn:aws:ecs:me-south-1:123456789012:task/c/{name}{created}"),
+            state,
+            exit_code: exit,
+            stop_code: (state == TaskState::Stopped)
+                .then(|| "EssentialContainerExited".to_string()),
+            stopped_reason: None,
+            container_reason: None,
+            created_at: t(created),
+            log: None,
+        })),
+    )
+}
+
+/// `o` with the given task runs (none for the other hooks of release `c`) and `errors` events
+/// matching the log check.
+fn tasks(c: char, runs: Vec<Run>, errors: Result<u64, String>) -> impl FnOnce(&mut Observed) {
+    move |o: &mut Observed| {
+        for name in ["migrate", "smoke"] {
+            o.task_runs
+                .insert(started_by("prod", name, &rel(c)), Ok(None));
+        }
+        o.task_runs.extend(runs);
+        o.log_counts.insert("/prod/backend".into(), errors);
     }
 }
 
@@ -257,7 +303,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::InSync,
             actions: &[],
             says: "running aaaaaaa",
-            record_after: "InSync since=0 good=a rejected=- verified=a web=web:1/- persist",
+            record_after: "InSync since=0 good=a rejected=- verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "first sight of an environment whose git names a new release deploys it",
@@ -268,7 +314,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying bbbbbbb",
-            record_after: "Deploying(b) since=0 good=a rejected=- verified=a web=web:1/- persist",
+            record_after: "Deploying(b) since=0 good=a rejected=- verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "in sync stays in sync with nothing to do",
@@ -279,7 +325,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::InSync,
             actions: &[],
             says: "verified",
-            record_after: "InSync since=0 good=a rejected=- verified=a web=web:1/- persist",
+            record_after: "InSync since=0 good=a rejected=- verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "InSync -> Deploying when git names a new release and the gates pass",
@@ -290,7 +336,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying",
-            record_after: "Deploying(b) since=100 good=a rejected=- verified=a web=web:1/- persist",
+            record_after: "Deploying(b) since=100 good=a rejected=- verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "InSync -> Blocked when the image is missing in ECR",
@@ -306,7 +352,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Blocked,
             actions: &[],
             says: "image gate",
-            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- no-write",
+            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- hooks=- no-write",
         },
         Case {
             name: "InSync -> Blocked when an alarm is already firing",
@@ -317,7 +363,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Blocked,
             actions: &[],
             says: "alarm web-5xx in ALARM",
-            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- no-write",
+            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- hooks=- no-write",
         },
         Case {
             name: "Blocked when alarms cannot be read (unknown is never healthy)",
@@ -330,7 +376,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Blocked,
             actions: &[],
             says: "could not be read",
-            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- no-write",
+            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- hooks=- no-write",
         },
         Case {
             name: "Blocked when a named alarm does not exist",
@@ -343,7 +389,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Blocked,
             actions: &[],
             says: "does not exist",
-            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- no-write",
+            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- hooks=- no-write",
         },
         Case {
             name: "Blocked until the release is verified upstream",
@@ -354,7 +400,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Blocked,
             actions: &[],
             says: "not verified in staging",
-            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- no-write",
+            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- hooks=- no-write",
         },
         Case {
             name: "a release verified upstream passes the promotion gate",
@@ -365,7 +411,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying",
-            record_after: "Deploying(b) since=100 good=a rejected=- verified=a web=web:1/- persist",
+            record_after: "Deploying(b) since=100 good=a rejected=- verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "a hotfix skips the promotion gate",
@@ -376,7 +422,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying",
-            record_after: "Deploying(c) since=100 good=a rejected=- verified=a web=web:1/- persist",
+            record_after: "Deploying(c) since=100 good=a rejected=- verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "a hotfix never skips the alarm gate",
@@ -387,7 +433,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Blocked,
             actions: &[],
             says: "alarm gate",
-            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- no-write",
+            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- hooks=- no-write",
         },
         Case {
             name: "Blocked -> Deploying once the gate clears",
@@ -398,7 +444,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying",
-            record_after: "Deploying(b) since=100 good=a rejected=- verified=a web=web:1/- persist",
+            record_after: "Deploying(b) since=100 good=a rejected=- verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "Deploying waits while the rollout progresses",
@@ -409,7 +455,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &[],
             says: "1/2 running",
-            record_after: "Deploying(b) since=0 good=a rejected=- verified=a web=web:1/web:2 persist",
+            record_after: "Deploying(b) since=0 good=a rejected=- verified=a web=web:1/web:2 hooks=- persist",
         },
         Case {
             name: "Deploying after a crash before UpdateService redoes the deploy",
@@ -420,7 +466,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying",
-            record_after: "Deploying(b) since=0 good=a rejected=- verified=a web=web:1/- persist",
+            record_after: "Deploying(b) since=0 good=a rejected=- verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "Deploying -> Baking when every service is steady on the target",
@@ -431,7 +477,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Baking,
             actions: &[],
             says: "baking for 1m",
-            record_after: "Baking(b) since=10 good=a rejected=- verified=a web=web:1/web:2 persist",
+            record_after: "Baking(b) since=10 good=a rejected=- verified=a web=web:1/web:2 hooks=- persist",
         },
         Case {
             name: "Deploying -> RollingBack on a crash loop",
@@ -442,7 +488,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &["update web web:1"],
             says: "crash_loop",
-            record_after: "RollingBack(b,crash_loop) since=10 good=a rejected=b:crash_loop verified=a web=web:1/web:2 persist",
+            record_after: "RollingBack(b,crash_loop) since=10 good=a rejected=b:crash_loop verified=a web=web:1/web:2 hooks=- persist",
         },
         Case {
             name: "failed tasks that were replaced are not a crash loop",
@@ -457,7 +503,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Baking,
             actions: &[],
             says: "alarms and health OK",
-            record_after: "Baking(b) since=0 good=a rejected=- verified=a web=web:1/web:2 persist",
+            record_after: "Baking(b) since=0 good=a rejected=- verified=a web=web:1/web:2 hooks=- persist",
         },
         Case {
             name: "a service whose override already runs its release is not redeployed",
@@ -468,7 +514,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Baking,
             actions: &[],
             says: "rollout of bbbbbbb complete",
-            record_after: "Baking(b) since=5 good=a rejected=- verified=a web=web:1/web:1 persist",
+            record_after: "Baking(b) since=5 good=a rejected=- verified=a web=web:1/web:1 hooks=- persist",
         },
         Case {
             name: "Deploying -> RollingBack when ECS' circuit breaker rolled back (never success)",
@@ -484,7 +530,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &[],
             says: "circuit_breaker",
-            record_after: "RollingBack(b,circuit_breaker) since=10 good=a rejected=b:circuit_breaker verified=a web=web:1/web:2 persist",
+            record_after: "RollingBack(b,circuit_breaker) since=10 good=a rejected=b:circuit_breaker verified=a web=web:1/web:2 hooks=- persist",
         },
         Case {
             name: "Deploying -> RollingBack when ECS marks the deployment FAILED",
@@ -499,7 +545,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &["update web web:1"],
             says: "rollout_failed",
-            record_after: "RollingBack(b,rollout_failed) since=10 good=a rejected=b:rollout_failed verified=a web=web:1/web:2 persist",
+            record_after: "RollingBack(b,rollout_failed) since=10 good=a rejected=b:rollout_failed verified=a web=web:1/web:2 hooks=- persist",
         },
         Case {
             name: "Deploying -> RollingBack when the rollout times out",
@@ -510,7 +556,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &["update web web:1"],
             says: "rollout_timeout",
-            record_after: "RollingBack(b,rollout_timeout) since=121 good=a rejected=b:rollout_timeout verified=a web=web:1/web:2 persist",
+            record_after: "RollingBack(b,rollout_timeout) since=121 good=a rejected=b:rollout_timeout verified=a web=web:1/web:2 hooks=- persist",
         },
         Case {
             name: "Deploying -> RollingBack when an alarm fires during the rollout",
@@ -521,7 +567,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &["update web web:1"],
             says: "alarm",
-            record_after: "RollingBack(b,alarm) since=10 good=a rejected=b:alarm verified=a web=web:1/web:2 persist",
+            record_after: "RollingBack(b,alarm) since=10 good=a rejected=b:alarm verified=a web=web:1/web:2 hooks=- persist",
         },
         Case {
             name: "Deploying -> Deploying when a newer commit supersedes the rollout",
@@ -532,7 +578,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying ccccccc",
-            record_after: "Deploying(c) since=10 good=a rejected=- verified=a web=web:1/- persist",
+            record_after: "Deploying(c) since=10 good=a rejected=- verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "Baking continues until the bake time has passed",
@@ -543,7 +589,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Baking,
             actions: &[],
             says: "30s of 1m",
-            record_after: "Baking(b) since=0 good=a rejected=- verified=a web=web:1/web:2 persist",
+            record_after: "Baking(b) since=0 good=a rejected=- verified=a web=web:1/web:2 hooks=- persist",
         },
         Case {
             name: "Baking -> InSync: the release becomes last good",
@@ -554,7 +600,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::InSync,
             actions: &[],
             says: "verified",
-            record_after: "InSync since=60 good=b rejected=- verified=ba web=web:2/- persist",
+            record_after: "InSync since=60 good=b rejected=- verified=ba web=web:2/- hooks=- persist",
         },
         Case {
             name: "Baking does not finish on unknown health data",
@@ -567,7 +613,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Baking,
             actions: &[],
             says: "cannot finish while data is unknown",
-            record_after: "Baking(b) since=0 good=a rejected=- verified=a web=web:1/web:2 persist",
+            record_after: "Baking(b) since=0 good=a rejected=- verified=a web=web:1/web:2 hooks=- persist",
         },
         Case {
             name: "Baking does not finish on unreadable alarms",
@@ -580,7 +626,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Baking,
             actions: &[],
             says: "unknown",
-            record_after: "Baking(b) since=0 good=a rejected=- verified=a web=web:1/web:2 persist",
+            record_after: "Baking(b) since=0 good=a rejected=- verified=a web=web:1/web:2 hooks=- persist",
         },
         Case {
             name: "Baking -> RollingBack when an alarm fires",
@@ -591,7 +637,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &["update web web:1"],
             says: "alarm",
-            record_after: "RollingBack(b,alarm) since=30 good=a rejected=b:alarm verified=a web=web:1/web:2 persist",
+            record_after: "RollingBack(b,alarm) since=30 good=a rejected=b:alarm verified=a web=web:1/web:2 hooks=- persist",
         },
         Case {
             name: "Baking -> RollingBack when a health check fails",
@@ -604,7 +650,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &["update web web:1"],
             says: "health",
-            record_after: "RollingBack(b,health) since=30 good=a rejected=b:health verified=a web=web:1/web:2 persist",
+            record_after: "RollingBack(b,health) since=30 good=a rejected=b:health verified=a web=web:1/web:2 hooks=- persist",
         },
         Case {
             name: "Baking -> Deploying when a newer commit supersedes the bake",
@@ -615,7 +661,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying ccccccc",
-            record_after: "Deploying(c) since=30 good=a rejected=- verified=a web=web:1/- persist",
+            record_after: "Deploying(c) since=30 good=a rejected=- verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "RollingBack resends the rollback when a service is not on last good",
@@ -630,7 +676,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &["update web web:1"],
             says: "rolling back",
-            record_after: "RollingBack(b,alarm) since=0 good=a rejected=b:alarm verified=a web=web:1/web:2 persist",
+            record_after: "RollingBack(b,alarm) since=0 good=a rejected=b:alarm verified=a web=web:1/web:2 hooks=- persist",
         },
         Case {
             name: "RollingBack waits while last good rolls out",
@@ -645,7 +691,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::RollingBack,
             actions: &[],
             says: "rolling back",
-            record_after: "RollingBack(b,alarm) since=0 good=a rejected=b:alarm verified=a web=web:1/web:2 persist",
+            record_after: "RollingBack(b,alarm) since=0 good=a rejected=b:alarm verified=a web=web:1/web:2 hooks=- persist",
         },
         Case {
             name: "RollingBack -> Rejected once last good is steady again",
@@ -660,7 +706,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Rejected,
             actions: &[],
             says: "rolled back (alarm)",
-            record_after: "Rejected(b,alarm) since=5 good=a rejected=b:alarm verified=a web=web:1/- persist",
+            record_after: "Rejected(b,alarm) since=5 good=a rejected=b:alarm verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "Rejected is not retried while git names the same release",
@@ -675,7 +721,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Rejected,
             actions: &[],
             says: "until git names a different release",
-            record_after: "Rejected(b,alarm) since=0 good=a rejected=b:alarm verified=a web=web:1/- persist",
+            record_after: "Rejected(b,alarm) since=0 good=a rejected=b:alarm verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "Rejected -> Deploying when git names a different release",
@@ -690,7 +736,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Deploying,
             actions: &["deploy web"],
             says: "deploying ccccccc",
-            record_after: "Deploying(c) since=500 good=a rejected=b:alarm verified=a web=web:1/- persist",
+            record_after: "Deploying(c) since=500 good=a rejected=b:alarm verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "Rejected -> InSync when git goes back to the last good release",
@@ -705,7 +751,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::InSync,
             actions: &[],
             says: "verified",
-            record_after: "InSync since=500 good=a rejected=b:alarm verified=a web=web:1/- persist",
+            record_after: "InSync since=500 good=a rejected=b:alarm verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "InSync -> Drifted and corrected when a service was changed by hand",
@@ -716,7 +762,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Drifted,
             actions: &["update web web:1"],
             says: "putting the last good revision back",
-            record_after: "Drifted since=100 good=a rejected=- verified=a web=web:1/- persist",
+            record_after: "Drifted since=100 good=a rejected=- verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "drift: report only reports",
@@ -727,7 +773,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::Drifted,
             actions: &[],
             says: "not correcting",
-            record_after: "Drifted since=100 good=a rejected=- verified=a web=web:1/- persist",
+            record_after: "Drifted since=100 good=a rejected=- verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "Drifted -> InSync once the service is back on last good",
@@ -738,7 +784,7 @@ fn cases() -> Vec<Case> {
             phase: Phase::InSync,
             actions: &[],
             says: "verified",
-            record_after: "InSync since=100 good=a rejected=- verified=a web=web:1/- persist",
+            record_after: "InSync since=100 good=a rejected=- verified=a web=web:1/- hooks=- persist",
         },
         Case {
             name: "a service missing in ECS blocks the environment",
@@ -752,7 +798,237 @@ fn cases() -> Vec<Case> {
             phase: Phase::Blocked,
             actions: &[],
             says: "not found in cluster c",
-            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- no-write",
+            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- hooks=- no-write",
+        },
+        // ---- release hooks ----
+        Case {
+            name: "InSync -> Deploying runs the pre-deploy hook first, touching no service",
+            desired: desired_hooks('b'),
+            observed: with(observed(steady(GOOD)), tasks('b', vec![], Ok(0))),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::Deploying,
+            actions: &["run pre_deploy migrate"],
+            says: "running hook migrate (alembic upgrade head)",
+            record_after: "Deploying(b) since=100 good=a rejected=- verified=a web=web:1/- hooks=- persist",
+        },
+        Case {
+            name: "Deploying waits while the migration runs within its timeout",
+            desired: desired_hooks('b'),
+            observed: with(
+                observed(steady(GOOD)),
+                tasks('b', vec![run("migrate", 'b', 1, TaskState::Running, None)], Ok(0)),
+            ),
+            record: Some(record(Phase::Deploying, 0, Some('b'), None)),
+            now: 60,
+            phase: Phase::Deploying,
+            actions: &[],
+            says: "hook migrate running for 59s of 5m",
+            record_after: "Deploying(b) since=0 good=a rejected=- verified=a web=web:1/- hooks=- persist",
+        },
+        Case {
+            name: "Deploying: the migration exited 0, so the services are updated and the rollout clock starts",
+            desired: desired_hooks('b'),
+            observed: with(
+                observed(steady(GOOD)),
+                tasks('b', vec![run("migrate", 'b', 1, TaskState::Stopped, Some(0))], Ok(0)),
+            ),
+            record: Some(record(Phase::Deploying, 0, Some('b'), None)),
+            now: 90,
+            phase: Phase::Deploying,
+            actions: &["deploy web"],
+            says: "web: deploying",
+            record_after: "Deploying(b) since=90 good=a rejected=- verified=a web=web:1/- hooks=b persist",
+        },
+        Case {
+            name: "Deploying -> Rejected (pre_deploy) when the migration exits 3: no rollback, no service touched",
+            desired: desired_hooks('b'),
+            observed: with(
+                observed(steady(GOOD)),
+                tasks('b', vec![run("migrate", 'b', 1, TaskState::Stopped, Some(3))], Ok(0)),
+            ),
+            record: Some(record(Phase::Deploying, 0, Some('b'), None)),
+            now: 30,
+            phase: Phase::Rejected,
+            actions: &[],
+            says: "hook migrate exited 3",
+            record_after: "Rejected(b,pre_deploy) since=30 good=a rejected=b:pre_deploy verified=a web=web:1/- hooks=- persist",
+        },
+        Case {
+            name: "Deploying -> Rejected (pre_deploy) when the migration hangs past its timeout: its task is stopped",
+            desired: desired_hooks('b'),
+            observed: with(
+                observed(steady(GOOD)),
+                tasks('b', vec![run("migrate", 'b', 1, TaskState::Running, None)], Ok(0)),
+            ),
+            record: Some(record(Phase::Deploying, 0, Some('b'), None)),
+            now: 302,
+            phase: Phase::Rejected,
+            actions: &["stop migrate"],
+            says: "did not finish within 5m",
+            record_after: "Rejected(b,pre_deploy) since=302 good=a rejected=b:pre_deploy verified=a web=web:1/- hooks=- persist",
+        },
+        Case {
+            name: "Deploying waits when the migration's task cannot be read (unknown is not failed)",
+            desired: desired_hooks('b'),
+            observed: with(observed(steady(GOOD)), |o| {
+                tasks('b', vec![], Ok(0))(o);
+                o.task_runs.insert(
+                    started_by("prod", "migrate", &rel('b')),
+                    Err("ListTasks ThrottlingException: Rate exceeded".into()),
+                );
+            }),
+            record: Some(record(Phase::Deploying, 0, Some('b'), None)),
+            now: 30,
+            phase: Phase::Deploying,
+            actions: &[],
+            says: "cannot be read (ListTasks ThrottlingException",
+            record_after: "Deploying(b) since=0 good=a rejected=- verified=a web=web:1/- hooks=- persist",
+        },
+        Case {
+            name: "a release whose migration already succeeded is deployed without running it again",
+            desired: desired_hooks('b'),
+            observed: with(
+                observed(steady(GOOD)),
+                tasks('b', vec![run("migrate", 'b', 1, TaskState::Stopped, Some(0))], Ok(0)),
+            ),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 500,
+            phase: Phase::Deploying,
+            actions: &["deploy web"],
+            says: "deploying bbbbbbb",
+            record_after: "Deploying(b) since=500 good=a rejected=- verified=a web=web:1/- hooks=b persist",
+        },
+        Case {
+            name: "a migration that failed in an earlier attempt runs again when git names the release again",
+            desired: desired_hooks('b'),
+            observed: with(
+                observed(steady(GOOD)),
+                tasks('b', vec![run("migrate", 'b', 1, TaskState::Stopped, Some(3))], Ok(0)),
+            ),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 500,
+            phase: Phase::Deploying,
+            actions: &["run pre_deploy migrate"],
+            says: "running hook migrate",
+            record_after: "Deploying(b) since=500 good=a rejected=- verified=a web=web:1/- hooks=- persist",
+        },
+        Case {
+            name: "Deploying -> Baking starts the verification tasks with the bake",
+            desired: desired_hooks('b'),
+            observed: observed(steady(NEW)),
+            record: Some({
+                let mut r = record(Phase::Deploying, 0, Some('b'), Some(NEW));
+                r.hooks_passed = Some(rel('b'));
+                r
+            }),
+            now: 10,
+            phase: Phase::Baking,
+            actions: &["run verify smoke"],
+            says: "baking for 1m",
+            record_after: "Baking(b) since=10 good=a rejected=- verified=a web=web:1/web:2 hooks=b persist",
+        },
+        Case {
+            name: "Baking -> RollingBack (verify_task) when the smoke test exits 1",
+            desired: desired_hooks('b'),
+            observed: with(
+                observed(steady(NEW)),
+                tasks('b', vec![run("smoke", 'b', 2, TaskState::Stopped, Some(1))], Ok(0)),
+            ),
+            record: Some(record(Phase::Baking, 0, Some('b'), Some(NEW))),
+            now: 20,
+            phase: Phase::RollingBack,
+            actions: &["update web web:1"],
+            says: "verify task smoke exited 1",
+            record_after: "RollingBack(b,verify_task) since=20 good=a rejected=b:verify_task verified=a web=web:1/web:2 hooks=- persist",
+        },
+        Case {
+            name: "Baking waits for a smoke test still running when the bake time is up",
+            desired: desired_hooks('b'),
+            observed: with(
+                observed(steady(NEW)),
+                tasks('b', vec![run("smoke", 'b', 2, TaskState::Running, None)], Ok(0)),
+            ),
+            record: Some(record(Phase::Baking, 0, Some('b'), Some(NEW))),
+            now: 70,
+            phase: Phase::Baking,
+            actions: &[],
+            says: "verify task smoke running for 68s of 2m",
+            record_after: "Baking(b) since=0 good=a rejected=- verified=a web=web:1/web:2 hooks=- persist",
+        },
+        Case {
+            name: "Baking -> RollingBack (verify_task) when the smoke test outlives its timeout: its task is stopped",
+            desired: desired_hooks('b'),
+            observed: with(
+                observed(steady(NEW)),
+                tasks('b', vec![run("smoke", 'b', 2, TaskState::Running, None)], Ok(0)),
+            ),
+            record: Some(record(Phase::Baking, 0, Some('b'), Some(NEW))),
+            now: 125,
+            phase: Phase::RollingBack,
+            actions: &["update web web:1", "stop smoke"],
+            says: "verify task smoke did not finish within 2m",
+            record_after: "RollingBack(b,verify_task) since=125 good=a rejected=b:verify_task verified=a web=web:1/web:2 hooks=- persist",
+        },
+        Case {
+            name: "a smoke test from an earlier bake does not count: a new one is started",
+            desired: desired_hooks('b'),
+            observed: with(
+                observed(steady(NEW)),
+                tasks('b', vec![run("smoke", 'b', 2, TaskState::Stopped, Some(0))], Ok(0)),
+            ),
+            record: Some(record(Phase::Baking, 400, Some('b'), Some(NEW))),
+            now: 410,
+            phase: Phase::Baking,
+            actions: &["run verify smoke"],
+            says: "verify task smoke: starting",
+            record_after: "Baking(b) since=400 good=a rejected=- verified=a web=web:1/web:2 hooks=- persist",
+        },
+        Case {
+            name: "Baking -> RollingBack (log_errors) when the log group has more errors than max",
+            desired: desired_hooks('b'),
+            observed: with(
+                observed(steady(NEW)),
+                tasks('b', vec![run("smoke", 'b', 2, TaskState::Stopped, Some(0))], Ok(10)),
+            ),
+            record: Some(record(Phase::Baking, 0, Some('b'), Some(NEW))),
+            now: 30,
+            phase: Phase::RollingBack,
+            actions: &["update web web:1"],
+            says: "10 events matching \"ERROR\" in /prod/backend",
+            record_after: "RollingBack(b,log_errors) since=30 good=a rejected=b:log_errors verified=a web=web:1/web:2 hooks=- persist",
+        },
+        Case {
+            name: "Baking does not finish while the log group cannot be read",
+            desired: desired_hooks('b'),
+            observed: with(
+                observed(steady(NEW)),
+                tasks(
+                    'b',
+                    vec![run("smoke", 'b', 2, TaskState::Stopped, Some(0))],
+                    Err("FilterLogEvents ResourceNotFoundException: The specified log group does not exist.".into()),
+                ),
+            ),
+            record: Some(record(Phase::Baking, 0, Some('b'), Some(NEW))),
+            now: 70,
+            phase: Phase::Baking,
+            actions: &[],
+            says: "log group /prod/backend: FilterLogEvents ResourceNotFoundException",
+            record_after: "Baking(b) since=0 good=a rejected=- verified=a web=web:1/web:2 hooks=- persist",
+        },
+        Case {
+            name: "Baking -> InSync once the bake is over, the smoke test passed and the logs are clean",
+            desired: desired_hooks('b'),
+            observed: with(
+                observed(steady(NEW)),
+                tasks('b', vec![run("smoke", 'b', 2, TaskState::Stopped, Some(0))], Ok(0)),
+            ),
+            record: Some(record(Phase::Baking, 0, Some('b'), Some(NEW))),
+            now: 60,
+            phase: Phase::InSync,
+            actions: &[],
+            says: "verified after 1m bake",
+            record_after: "InSync since=60 good=b rejected=- verified=ba web=web:2/- hooks=- persist",
         },
     ]
 }

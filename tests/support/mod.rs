@@ -141,6 +141,44 @@ impl Sim {
         self.control("DELETE", "calls", None);
     }
 
+    /// What one-off tasks do, matched by image tag or command (`POST /_sim/tasks`).
+    pub fn task_rule(&self, json: &str) {
+        self.control("POST", "tasks", Some(json));
+    }
+
+    /// Every one-off task started (RunTask), with the request that started it.
+    pub fn tasks(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.control("GET", "tasks", None)).unwrap()
+    }
+
+    /// Puts log events (epoch milliseconds, message) into a group, creating it if needed.
+    pub fn put_logs(&self, region: &str, group: &str, events: &[(i64, &str)]) {
+        let events: Vec<serde_json::Value> = events
+            .iter()
+            .map(|(t, m)| serde_json::json!({"timestamp": t, "message": m}))
+            .collect();
+        let body = serde_json::json!({"region": region, "group": group, "events": events});
+        self.control("POST", "logs", Some(&body.to_string()));
+    }
+
+    /// Subnets and security groups of the default VPC of `region`.
+    pub fn network(&self, region: &str) -> (Vec<String>, Vec<String>) {
+        let v: serde_json::Value = serde_json::from_str(&self.control(
+            "POST",
+            "network",
+            Some(&format!(r#"{{"region":"{region}"}}"#)),
+        ))
+        .unwrap();
+        let list = |k: &str| {
+            v[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string())
+                .collect()
+        };
+        (list("subnets"), list("security_groups"))
+    }
+
     pub fn reset(&self) {
         self.control("POST", "reset", Some("{}"));
     }

@@ -72,6 +72,79 @@ impl World {
             .await
     }
 
+    /// A Fargate service on awsvpc networking (the simulator's default VPC) whose `app`
+    /// container logs to CloudWatch with the awslogs driver; steady on `tag`. Returns the task
+    /// definition ARN.
+    pub async fn fargate_service(
+        &self,
+        cluster: &str,
+        name: &str,
+        repo: &str,
+        tag: &str,
+    ) -> String {
+        use aws_sdk_ecs::types::{
+            AwsVpcConfiguration, Compatibility, LaunchType, LogConfiguration, LogDriver,
+            NetworkConfiguration, NetworkMode,
+        };
+        let (subnets, groups) = self.sim.network(REGION);
+        let td = self
+            .ecs
+            .register_task_definition()
+            .family(name)
+            .network_mode(NetworkMode::Awsvpc)
+            .requires_compatibilities(Compatibility::Fargate)
+            .cpu("256")
+            .memory("512")
+            .execution_role_arn(format!("arn:aws:iam::{ACCOUNT}:role/{name}-exec"))
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("app")
+                    .image(image_uri(repo, tag))
+                    .essential(true)
+                    .log_configuration(
+                        LogConfiguration::builder()
+                            .log_driver(LogDriver::Awslogs)
+                            .options("awslogs-group", format!("/ecs/{name}"))
+                            .options("awslogs-region", REGION)
+                            .options("awslogs-stream-prefix", "ecs")
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .task_definition()
+            .unwrap()
+            .task_definition_arn()
+            .unwrap()
+            .to_string();
+        self.ecs
+            .create_service()
+            .cluster(cluster)
+            .service_name(name)
+            .task_definition(&td)
+            .desired_count(2)
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(
+                        AwsVpcConfiguration::builder()
+                            .set_subnets(Some(subnets[..1].to_vec()))
+                            .set_security_groups(Some(groups))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        self.wait_steady(cluster, name, &td).await;
+        td
+    }
+
     /// An ECS client for another region (environments in several regions).
     pub async fn ecs_in(&self, region: &str) -> aws_sdk_ecs::Client {
         aws_sdk_ecs::Client::new(&super::sdk_config(&self.sim.url, region).await)
