@@ -83,6 +83,10 @@ class Demo:
                                     EvaluationPeriods=1, Threshold=5.0,
                                     ComparisonOperator="GreaterThanThreshold")
         self.cw = cw
+        for env in files:
+            # The log groups verify.logs reads (the backend's logs; nothing wrong in them yet).
+            self.sim.control("logs", {"region": REGION, "group": f"/{env}/backend",
+                                      "events": [{"timestamp": int(time.time() * 1000), "message": "INFO started"}]})
         say("    created clusters saas-staging and saas-prod, services saas-backend and saas-worker in each,")
         say(f"    ECR images saas-backend:{initial[:7]}, :{GOOD[:7]} and :{BAD[:7]}, and the four alarms")
         return files
@@ -161,6 +165,14 @@ class Demo:
         if e["running_release"] != GOOD:
             raise DemoFailed("staging does not run the verified release")
         say(f"    staging verified {GOOD[:7]}: it is the new last good release")
+        runs = self.hook_runs("staging")
+        if runs.get(("migrate", "pre_deploy", "succeeded"), 0) < 1 or runs.get(("smoke", "verify", "succeeded"), 0) < 1:
+            raise DemoFailed(f"the migration and the smoke test did not both run: {runs}")
+        tasks = self.sim.control("tasks")
+        migrate = next(t for t in tasks if t.get("startedBy") == f"ecs-gitops/staging/migrate/{GOOD[:7]}")
+        say(f"    the migration (alembic upgrade head) ran as task {migrate['taskArn'].rsplit('/', 1)[-1][:12]} "
+            f"and exited {migrate['containers'][0]['exitCode']} before any service was updated;")
+        say("    the smoke test (pytest -m smoke) passed and /staging/backend logged no ERROR during the bake")
 
         say(f"\n==> Promoting {GOOD[:7]} to prod (prod only takes what staging verified)")
         rev = self.promote()
@@ -197,6 +209,15 @@ class Demo:
                                 "ecs_gitops_deployments_total")) and not line.endswith(" 0"):
                 say("    " + line)
         say(f"\nDone in {time.time() - t0:.0f}s: a deploy, a promotion and an automatic rollback.")
+
+    def hook_runs(self, env):
+        """(hook, kind, result) -> count, from the daemon's metrics."""
+        metrics = urllib.request.urlopen(self.url + "/metrics", timeout=5).read().decode()
+        out = {}
+        for m in re.finditer(r'ecs_gitops_hook_runs_total\{environment="' + env +
+                             r'",hook="([^"]+)",kind="([^"]+)",result="([^"]+)"\} (\d+)', metrics):
+            out[(m.group(1), m.group(2), m.group(3))] = int(m.group(4))
+        return out
 
     def promote(self):
         env = dict(self.sim.env(REGION), **simkit.GIT_ENV)

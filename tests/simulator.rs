@@ -394,3 +394,218 @@ async fn calls_are_counted_per_operation_and_reset_clears_everything() {
     assert_eq!(e.code(), Some("ClusterNotFoundException"));
     assert_eq!(sim.call_count("ecs:ListServices"), 1);
 }
+
+async fn tasks_of(
+    ecs: &aws_sdk_ecs::Client,
+    list: aws_sdk_ecs::operation::list_tasks::builders::ListTasksFluentBuilder,
+) -> Vec<aws_sdk_ecs::types::Task> {
+    let arns = list.send().await.unwrap().task_arns().to_vec();
+    if arns.is_empty() {
+        return Vec::new();
+    }
+    ecs.describe_tasks()
+        .cluster("c")
+        .set_tasks(Some(arns))
+        .send()
+        .await
+        .unwrap()
+        .tasks()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn run_task_tasks_start_run_and_exit_as_the_rule_says_and_stop_task_stops_them() {
+    use aws_sdk_ecs::types::{
+        AwsVpcConfiguration, Compatibility, ContainerDefinition, ContainerOverride,
+        DesiredStatus, LaunchType, NetworkConfiguration, NetworkMode, TaskOverride,
+    };
+    let sim = Sim::start();
+    let ecs = ecs(&sim).await;
+    ecs.create_cluster().cluster_name("c").send().await.unwrap();
+    let td = ecs
+        .register_task_definition()
+        .family("job")
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("app")
+                .image(format!("123456789012.dkr.ecr.{REGION}.amazonaws.com/app:v1"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .unwrap()
+        .task_definition_arn()
+        .unwrap()
+        .to_string();
+    let cmd = |words: &[&str]| {
+        TaskOverride::builder()
+            .container_overrides(
+                ContainerOverride::builder()
+                    .name("app")
+                    .set_command(Some(words.iter().map(|w| w.to_string()).collect()))
+                    .build(),
+            )
+            .build()
+    };
+    // Fargate's rule: awsvpc needs a network configuration.
+    let err = ecs
+        .run_task()
+        .cluster("c")
+        .task_definition(&td)
+        .launch_type(LaunchType::Fargate)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("InvalidParameterException"));
+    assert!(err.message().unwrap().contains("Network Configuration must be provided"));
+    let (subnets, _) = sim.network(REGION);
+    let net = NetworkConfiguration::builder()
+        .awsvpc_configuration(
+            AwsVpcConfiguration::builder()
+                .set_subnets(Some(subnets))
+                .build()
+                .unwrap(),
+        )
+        .build();
+    sim.task_rule(r#"{"command": "migrate", "exit": 3, "seconds": 0.3}"#);
+    sim.task_rule(r#"{"command": "serve", "hang": true}"#);
+    let run = |words: &'static [&'static str], by: &'static str| {
+        ecs.run_task()
+            .cluster("c")
+            .task_definition(&td)
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(net.clone())
+            .overrides(cmd(words))
+            .started_by(by)
+            .send()
+    };
+    let first = run(&["migrate"], "hook/migrate").await.unwrap();
+    assert_eq!(first.tasks()[0].last_status(), Some("PROVISIONING"));
+    run(&["serve"], "hook/serve").await.unwrap();
+    let stopped = wait_for_async(Duration::from_secs(10), "the migration to exit", || async {
+        let t = tasks_of(
+            &ecs,
+            ecs.list_tasks()
+                .cluster("c")
+                .started_by("hook/migrate")
+                .desired_status(DesiredStatus::Stopped),
+        )
+        .await;
+        (t.len() == 1).then(|| t[0].clone())
+    })
+    .await;
+    assert_eq!(stopped.last_status(), Some("STOPPED"));
+    assert_eq!(stopped.containers()[0].exit_code(), Some(3));
+    assert_eq!(stopped.stop_code().map(|c| c.as_str()), Some("EssentialContainerExited"));
+    assert!(stopped.started_at().is_some() && stopped.stopped_at().is_some());
+    let hanging = tasks_of(&ecs, ecs.list_tasks().cluster("c").started_by("hook/serve")).await;
+    assert_eq!(hanging.len(), 1);
+    assert_eq!(hanging[0].last_status(), Some("RUNNING"));
+    let arn = hanging[0].task_arn().unwrap().to_string();
+    let out = ecs
+        .stop_task()
+        .cluster("c")
+        .task(&arn)
+        .reason("timeout")
+        .send()
+        .await
+        .unwrap();
+    let t = out.task().unwrap();
+    assert_eq!(t.last_status(), Some("STOPPED"));
+    assert_eq!(t.stop_code().map(|c| c.as_str()), Some("UserInitiated"));
+    assert_eq!(t.stopped_reason(), Some("timeout"));
+    let missing = ecs
+        .describe_tasks()
+        .cluster("c")
+        .tasks("arn:aws:ecs:eu-west-1:123456789012:task/c/nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.failures()[0].reason(), Some("MISSING"));
+}
+
+#[tokio::test]
+async fn service_tasks_follow_the_deployment_counts_and_a_crash_loop_leaves_stopped_tasks() {
+    use aws_sdk_ecs::types::DesiredStatus;
+    let sim = Sim::start();
+    sim.config(r#"{"rollout_seconds": 0.5, "task_fail_seconds": 0.2}"#);
+    sim.behaviour("bad", "crash", None);
+    let ecs = ecs(&sim).await;
+    let good = register(&ecs, "web", "good").await;
+    service(&ecs, "web", &good, 3, false).await;
+    let s = steady(&ecs, "web", &good).await;
+    let running = tasks_of(&ecs, ecs.list_tasks().cluster("c").service_name("web")).await;
+    assert_eq!(running.len(), 3);
+    let dep = s.deployments()[0].id().unwrap();
+    assert!(running.iter().all(|t| t.started_by() == Some(dep)
+        && t.task_definition_arn() == Some(good.as_str())
+        && t.last_status() == Some("RUNNING")));
+    let bad = register(&ecs, "web", "bad").await;
+    ecs.update_service()
+        .cluster("c")
+        .service("web")
+        .task_definition(&bad)
+        .send()
+        .await
+        .unwrap();
+    let crashed = wait_for_async(Duration::from_secs(10), "failed tasks", || async {
+        let t = tasks_of(
+            &ecs,
+            ecs.list_tasks()
+                .cluster("c")
+                .service_name("web")
+                .desired_status(DesiredStatus::Stopped),
+        )
+        .await;
+        (t.len() >= 3).then_some(t)
+    })
+    .await;
+    for t in &crashed {
+        assert_eq!(t.task_definition_arn(), Some(bad.as_str()));
+        assert_eq!(t.stop_code().map(|c| c.as_str()), Some("EssentialContainerExited"));
+        assert_eq!(t.containers()[0].exit_code(), Some(1));
+    }
+    // The old deployment's tasks keep running while the new one cannot start.
+    let running = tasks_of(&ecs, ecs.list_tasks().cluster("c").service_name("web")).await;
+    assert!(running.iter().all(|t| t.task_definition_arn() == Some(good.as_str())));
+}
+
+#[tokio::test]
+async fn log_events_put_through_the_control_api_are_found_by_filter_log_events() {
+    let sim = Sim::start();
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&support::sdk_config(&sim.url, REGION).await);
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 60_000;
+    sim.put_logs(
+        REGION,
+        "/prod/backend",
+        &[(t0, "ERROR early"), (t0 + 10, "INFO fine"), (t0 + 20, "ERROR late")],
+    );
+    let out = logs
+        .filter_log_events()
+        .log_group_name("/prod/backend")
+        .filter_pattern("\"ERROR\"")
+        .start_time(t0 + 5)
+        .end_time(t0 + 100)
+        .send()
+        .await
+        .unwrap();
+    let found: Vec<&str> = out.events().iter().filter_map(|e| e.message()).collect();
+    assert_eq!(found, ["ERROR late"]);
+    let err = logs
+        .filter_log_events()
+        .log_group_name("/prod/none")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("ResourceNotFoundException"));
+}

@@ -618,7 +618,10 @@ class App:
                     backend.create_log_stream(group, stream)
                 events = sorted(({"timestamp": int(e["timestamp"]), "message": str(e["message"])}
                                  for e in req["events"]), key=lambda e: e["timestamp"])
-                backend.put_log_events(group, stream, events)
+                _, rejected = backend.put_log_events(group, stream, events)
+                if rejected:
+                    # As CloudWatch Logs: only events from the last 14 days to 2 hours ahead.
+                    raise ValueError(f"events outside what CloudWatch Logs accepts: {rejected}")
                 return {"ok": True, "events": len(events)}
             if what == "calls/log":
                 return [{"at": t, "operation": op} for t, op in STATE.call_log]
