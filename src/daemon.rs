@@ -78,7 +78,11 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     println!("ecs-gitops listening on http://{addr}");
     tracing::info!(%addr, repo = %origin.display(), branch = %opts.branch, "ecs-gitops started");
 
+    // Three intervals, as the liveness rule says, but never less than one pass can take when
+    // AWS is slow (four attempts of up to 10 s each, with backoff).
+    let stall_after = (opts.interval * 3).max(Duration::from_secs(60));
     let state = AppState {
+        stall_after,
         metrics: metrics.clone(),
         board: board.clone(),
         source: source_rx.clone(),

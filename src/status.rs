@@ -91,9 +91,30 @@ pub struct StatusReport {
 #[derive(Clone, Default)]
 pub struct Board {
     inner: Arc<RwLock<BTreeMap<String, EnvironmentStatus>>>,
+    /// When each environment's loop last went round (liveness, not success).
+    alive: Arc<RwLock<BTreeMap<String, tokio::time::Instant>>>,
 }
 
 impl Board {
+    /// An environment's loop is about to start a pass (whatever its outcome).
+    pub fn loop_alive(&self, env: &str) {
+        self.alive
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(env.to_string(), tokio::time::Instant::now());
+    }
+
+    /// Environments whose loop has not gone round for longer than `max`.
+    pub fn stalled(&self, max: std::time::Duration) -> Vec<String> {
+        self.alive
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, at)| at.elapsed() > max)
+            .map(|(env, _)| env.clone())
+            .collect()
+    }
+
     pub fn update(&self, env: &str, f: impl FnOnce(&mut EnvironmentStatus)) {
         let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let e = map

@@ -542,3 +542,52 @@ async fn a_github_outage_changes_neither_the_outcome_nor_the_timing_of_a_rollout
         },
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_403_for_a_missing_permission_is_not_retried_and_a_rate_limit_403_is() {
+    let (mock, w) = prod_world().await;
+    w.commit("prod", &prod("prod", "prod", &sha(1), "1s"));
+    let dir = tempfile::tempdir().unwrap();
+    let token = secret_file(&dir, "token", TOKEN);
+    let d = w.start(&github_args(&mock, &token));
+    d.wait_phase("prod", "InSync", T);
+    let creates = |m: &GitHubMock| {
+        m.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/deployments"))
+            .count()
+    };
+    // No permission: the one POST that creates the deployment fails, once.
+    mock.set_mode(Mode::Forbidden(false));
+    w.commit("prod", &prod("prod", "prod", &sha(2), "1s"));
+    wait_for(T, "sha(2) verified", || {
+        (d.env("prod")?["last_good_release"] == sha(2).as_str()).then_some(())
+    });
+    // Two events (started, verified), each refused once and given up at once.
+    wait_for(T, "both refused reports counted", || {
+        d.metrics()
+            .lines()
+            .any(|l| {
+                l.starts_with("ecs_gitops_github_requests_total")
+                    && l.contains("create_deployment")
+                    && l.contains("client_error")
+                    && l.ends_with(" 2")
+            })
+            .then_some(())
+    });
+    let forbidden = creates(&mock);
+    assert_eq!(forbidden, 2, "a 403 without a rate limit is not retried");
+    // The rate limit exhausted: worth retrying.
+    mock.set_mode(Mode::Forbidden(true));
+    w.commit("prod", &prod("prod", "prod", &sha(3), "1s"));
+    wait_for(
+        Duration::from_secs(60),
+        "the rate-limited create retried",
+        || (creates(&mock) >= forbidden + 2).then_some(()),
+    );
+    assert!(
+        d.metrics()
+            .lines()
+            .any(|l| l.contains("rate_limited") && !l.ends_with(" 0"))
+    );
+}

@@ -175,3 +175,19 @@ async fn a_failing_remote_source_keeps_the_state_is_reported_and_makes_readyz_fa
         (http("GET", &format!("{}/readyz", d.url), None).0 == 200).then_some(())
     });
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_written_to_a_file_or_pipe_carry_no_colour_codes() {
+    let w = World::new().await;
+    w.cluster("c").await;
+    w.service("c", "web", "web", &sha(1), false).await;
+    w.commit("prod", &prod(&sha(1), "1s"));
+    let d = w.start(&[]);
+    d.wait_phase("prod", "InSync", T);
+    let logs = d.log_tail(200);
+    assert!(logs.contains("phase changed"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "ANSI escape codes in a log that is not a terminal: {logs:?}"
+    );
+}

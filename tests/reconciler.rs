@@ -895,3 +895,58 @@ async fn plan_prints_what_the_next_pass_would_do_without_doing_it() {
     assert_eq!(writes(&w), 0, "plan never acts");
     assert_eq!(w.current_td("c", "web").await, td1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_that_cannot_be_read_blocks_writes_nothing_and_adopts_nothing() {
+    let (w, td1) = world(false, "1s").await;
+    let d = w.start(&[]);
+    d.wait_phase("prod", "InSync", T);
+    d.kill();
+    // A phase written by a newer version of the controller.
+    let arn = w
+        .describe("c", "web")
+        .await
+        .service_arn()
+        .unwrap()
+        .to_string();
+    w.ecs
+        .tag_resource()
+        .resource_arn(&arn)
+        .tags(
+            aws_sdk_ecs::types::Tag::builder()
+                .key("ecs-gitops:phase")
+                .value("Paused")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    w.commit("prod", &prod(&sha(2), "1s"));
+    w.sim.reset_calls();
+    let d = w.start(&[]);
+    let e = d.wait_phase("prod", "Blocked", T);
+    let gate = &e["gates"][0];
+    assert_eq!(gate["name"], "record_unreadable");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("tag ecs-gitops:phase = \"Paused\""),
+        "{e}"
+    );
+    assert!(e["last_good_release"].is_null(), "nothing adopted: {e}");
+    passes(&d, "prod", 3);
+    assert_eq!(
+        writes(&w),
+        0,
+        "nothing is written over a record it cannot read"
+    );
+    assert_eq!(w.current_td("c", "web").await, td1);
+    assert_eq!(w.tags("c", "web").await["ecs-gitops:phase"], "Paused");
+    assert!(
+        counter(
+            &d.metrics(),
+            r#"ecs_gitops_gate_blocks_total{environment="prod",gate="record_unreadable"}"#
+        ) >= 1.0
+    );
+}

@@ -416,8 +416,8 @@ async fn tasks_of(
 #[tokio::test]
 async fn run_task_tasks_start_run_and_exit_as_the_rule_says_and_stop_task_stops_them() {
     use aws_sdk_ecs::types::{
-        AwsVpcConfiguration, Compatibility, ContainerDefinition, ContainerOverride,
-        DesiredStatus, LaunchType, NetworkConfiguration, NetworkMode, TaskOverride,
+        AwsVpcConfiguration, Compatibility, ContainerDefinition, ContainerOverride, DesiredStatus,
+        LaunchType, NetworkConfiguration, NetworkMode, TaskOverride,
     };
     let sim = Sim::start();
     let ecs = ecs(&sim).await;
@@ -432,7 +432,9 @@ async fn run_task_tasks_start_run_and_exit_as_the_rule_says_and_stop_task_stops_
         .container_definitions(
             ContainerDefinition::builder()
                 .name("app")
-                .image(format!("123456789012.dkr.ecr.{REGION}.amazonaws.com/app:v1"))
+                .image(format!(
+                    "123456789012.dkr.ecr.{REGION}.amazonaws.com/app:v1"
+                ))
                 .build(),
         )
         .send()
@@ -463,7 +465,11 @@ async fn run_task_tasks_start_run_and_exit_as_the_rule_says_and_stop_task_stops_
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("InvalidParameterException"));
-    assert!(err.message().unwrap().contains("Network Configuration must be provided"));
+    assert!(
+        err.message()
+            .unwrap()
+            .contains("Network Configuration must be provided")
+    );
     let (subnets, _) = sim.network(REGION);
     let net = NetworkConfiguration::builder()
         .awsvpc_configuration(
@@ -502,7 +508,10 @@ async fn run_task_tasks_start_run_and_exit_as_the_rule_says_and_stop_task_stops_
     .await;
     assert_eq!(stopped.last_status(), Some("STOPPED"));
     assert_eq!(stopped.containers()[0].exit_code(), Some(3));
-    assert_eq!(stopped.stop_code().map(|c| c.as_str()), Some("EssentialContainerExited"));
+    assert_eq!(
+        stopped.stop_code().map(|c| c.as_str()),
+        Some("EssentialContainerExited")
+    );
     assert!(stopped.started_at().is_some() && stopped.stopped_at().is_some());
     let hanging = tasks_of(&ecs, ecs.list_tasks().cluster("c").started_by("hook/serve")).await;
     assert_eq!(hanging.len(), 1);
@@ -568,12 +577,19 @@ async fn service_tasks_follow_the_deployment_counts_and_a_crash_loop_leaves_stop
     .await;
     for t in &crashed {
         assert_eq!(t.task_definition_arn(), Some(bad.as_str()));
-        assert_eq!(t.stop_code().map(|c| c.as_str()), Some("EssentialContainerExited"));
+        assert_eq!(
+            t.stop_code().map(|c| c.as_str()),
+            Some("EssentialContainerExited")
+        );
         assert_eq!(t.containers()[0].exit_code(), Some(1));
     }
     // The old deployment's tasks keep running while the new one cannot start.
     let running = tasks_of(&ecs, ecs.list_tasks().cluster("c").service_name("web")).await;
-    assert!(running.iter().all(|t| t.task_definition_arn() == Some(good.as_str())));
+    assert!(
+        running
+            .iter()
+            .all(|t| t.task_definition_arn() == Some(good.as_str()))
+    );
 }
 
 #[tokio::test]
@@ -588,7 +604,11 @@ async fn log_events_put_through_the_control_api_are_found_by_filter_log_events()
     sim.put_logs(
         REGION,
         "/prod/backend",
-        &[(t0, "ERROR early"), (t0 + 10, "INFO fine"), (t0 + 20, "ERROR late")],
+        &[
+            (t0, "ERROR early"),
+            (t0 + 10, "INFO fine"),
+            (t0 + 20, "ERROR late"),
+        ],
     );
     let out = logs
         .filter_log_events()

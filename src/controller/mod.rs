@@ -128,17 +128,67 @@ fn backoff() -> ExponentialBuilder {
         .without_max_times()
 }
 
-/// Runs one environment until cancelled.
+/// The `kind` of the reconcile error metric for an environment loop that panicked.
+pub const PANIC: &str = "panic";
+
+/// Runs one environment until cancelled. Its loop runs in a task of its own: if it panics,
+/// the panic is logged, counted (`kind="panic"`), shown in the status, and the loop is
+/// started again with backoff, so one environment's bug never silently stops it.
 pub async fn run_environment(
+    env: String,
+    shared: Shared,
+    rx: watch::Receiver<SourceStatus>,
+    cancel: CancellationToken,
+) {
+    let gates = GateName::ALL.map(GateName::as_str);
+    let mut kinds = ApplyError::KINDS.to_vec();
+    kinds.push(PANIC);
+    shared.metrics.init_environment(&env, &gates, &kinds);
+    let mut retry = backoff().build();
+    loop {
+        let task = tokio::spawn(environment_loop(
+            env.clone(),
+            shared.clone(),
+            rx.clone(),
+            cancel.clone(),
+        ));
+        let panic = match task.await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => {
+                let p = e.into_panic();
+                p.downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into())
+            }
+            Err(_) => return,
+        };
+        let wait = retry.next().unwrap_or(Duration::from_secs(30));
+        tracing::error!(environment = %env, panic = %panic, restart_in_ms = wait.as_millis() as u64, "environment loop panicked; restarting it");
+        shared
+            .metrics
+            .reconcile_errors
+            .with_label_values(&[env.as_str(), PANIC])
+            .inc();
+        shared.board.update(&env, |s| {
+            s.error = Some(format!(
+                "the environment's loop panicked ({panic}); restarting it in {} ms",
+                wait.as_millis()
+            ))
+        });
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn environment_loop(
     env: String,
     shared: Shared,
     mut rx: watch::Receiver<SourceStatus>,
     cancel: CancellationToken,
 ) {
-    let gates = GateName::ALL.map(GateName::as_str);
-    shared
-        .metrics
-        .init_environment(&env, &gates, &ApplyError::KINDS);
     let mut last_valid: Option<(Arc<DesiredState>, String)> = None;
     let mut retry = backoff().build();
     // When this process first saw git name the current release, until it is verified.
@@ -167,6 +217,7 @@ pub async fn run_environment(
                 }),
             }
         }
+        shared.board.loop_alive(&env);
         let delay = match &last_valid {
             None => shared.interval,
             Some((desired, revision)) => {

@@ -364,3 +364,60 @@ async fn a_gate_that_keeps_saying_no_is_one_transition_and_writes_nothing() {
     );
     run.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_environment_is_logged_counted_shown_and_restarted() {
+    let fake = Fake::new(|n| {
+        if n == 1 {
+            panic!("observer bug on the first pass");
+        }
+        Ok(world(GOOD, false, &in_sync(), Check::Ok))
+    });
+    let run = start(&fake, Duration::from_secs(60), snapshot('a', "r1"));
+    until(Duration::from_millis(100), || {
+        run.shared
+            .board
+            .get("prod")
+            .and_then(|s| s.error)
+            .is_some_and(|e| e.contains("observer bug on the first pass"))
+    })
+    .await;
+    let metrics = run.shared.metrics.render();
+    assert!(
+        metrics
+            .contains("ecs_gitops_reconcile_errors_total{environment=\"prod\",kind=\"panic\"} 1"),
+        "{metrics}"
+    );
+    // Restarted with backoff, the loop goes on and reaches the phase.
+    until(Duration::from_millis(100), || {
+        run.shared
+            .board
+            .get("prod")
+            .is_some_and(|s| s.phase == "InSync" && s.error.is_none())
+    })
+    .await;
+    let t = fake.times();
+    assert!(
+        t[1] - t[0] >= Duration::from_millis(800),
+        "restarted after a backoff"
+    );
+    assert!(
+        run.shared.board.stalled(Duration::from_secs(60)).is_empty(),
+        "a loop that goes round is alive"
+    );
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_loop_that_stops_going_round_is_reported_stalled() {
+    let board = Board::default();
+    board.loop_alive("prod");
+    board.loop_alive("staging");
+    tokio::time::advance(Duration::from_secs(30)).await;
+    board.loop_alive("staging");
+    tokio::time::advance(Duration::from_secs(40)).await;
+    assert_eq!(
+        board.stalled(Duration::from_secs(60)),
+        vec!["prod".to_string()]
+    );
+}

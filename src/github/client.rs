@@ -138,6 +138,9 @@ pub enum GitHubError {
     Status {
         operation: &'static str,
         status: u16,
+        /// GitHub said the rate limit is exhausted (`x-ratelimit-remaining: 0` or
+        /// `retry-after`); only then is a 403 worth retrying.
+        rate_limited: bool,
     },
     #[error("GitHub {operation} failed: {kind}")]
     Transport {
@@ -154,9 +157,11 @@ pub enum GitHubError {
 impl GitHubError {
     pub(crate) fn transient(&self) -> bool {
         match self {
-            GitHubError::Status { status, .. } => {
-                *status >= 500 || *status == 429 || *status == 403
-            }
+            GitHubError::Status {
+                status,
+                rate_limited,
+                ..
+            } => *status >= 500 || *status == 429 || *rate_limited,
             GitHubError::Transport { .. } => true,
             GitHubError::Unexpected { .. } => false,
         }
@@ -165,9 +170,11 @@ impl GitHubError {
     /// A fixed identifier for the `outcome` metric label.
     pub(crate) fn outcome(&self) -> &'static str {
         match self {
-            GitHubError::Status { status, .. } if *status == 403 || *status == 429 => {
-                "rate_limited"
-            }
+            GitHubError::Status {
+                status,
+                rate_limited,
+                ..
+            } if *status == 429 || *rate_limited => "rate_limited",
             GitHubError::Status { status, .. } if *status >= 500 => "server_error",
             GitHubError::Status { .. } => "client_error",
             GitHubError::Transport { .. } => "network_error",
@@ -188,6 +195,8 @@ pub struct Response {
     pub status: u16,
     pub etag: Option<String>,
     pub body: Value,
+    /// A 429, or a 403 that says the rate limit is exhausted.
+    pub rate_limited: bool,
 }
 
 impl GitHub {
@@ -238,6 +247,13 @@ impl GitHub {
             .get(http::header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let rate_limited = status == 429
+            || (status == 403
+                && (resp.headers().contains_key("retry-after")
+                    || resp
+                        .headers()
+                        .get("x-ratelimit-remaining")
+                        .is_some_and(|v| v.as_bytes() == b"0")));
         let text = self.client.body_to_string(resp).await.unwrap_or_default();
         let body = if text.trim().is_empty() {
             Value::Null
@@ -247,12 +263,17 @@ impl GitHub {
         let outcome = match status {
             200..=299 => "ok",
             304 => "not_modified",
-            403 | 429 => "rate_limited",
+            _ if rate_limited => "rate_limited",
             500.. => "server_error",
             _ => "client_error",
         };
         self.count(operation, outcome);
-        Ok(Response { status, etag, body })
+        Ok(Response {
+            status,
+            etag,
+            body,
+            rate_limited,
+        })
     }
 
     pub(crate) fn count(&self, operation: &str, outcome: &str) {
@@ -278,6 +299,7 @@ impl GitHub {
             Err(GitHubError::Status {
                 operation,
                 status: r.status,
+                rate_limited: r.rate_limited,
             })
         }
     }

@@ -42,6 +42,8 @@ pub struct AppState {
     /// Environments this daemon manages (known once the source is first read).
     pub environments: watch::Receiver<Vec<String>>,
     pub webhook: Option<Webhook>,
+    /// `/healthz` fails when an environment's loop has not gone round for this long.
+    pub stall_after: std::time::Duration,
 }
 
 impl AppState {
@@ -68,7 +70,7 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
@@ -78,6 +80,25 @@ pub fn router(state: AppState) -> Router {
             post(github_hook).layer(DefaultBodyLimit::disable()),
         )
         .with_state(state)
+}
+
+/// Liveness: every environment's loop keeps going round (a pass that fails because AWS or git
+/// is down still counts; a loop that is stuck or dead does not).
+async fn healthz(State(s): State<AppState>) -> Response {
+    let stalled = s.board.stalled(s.stall_after);
+    if stalled.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "environment loop(s) stalled for over {}s: {}\n",
+                s.stall_after.as_secs(),
+                stalled.join(", ")
+            ),
+        )
+            .into_response()
+    }
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {

@@ -37,6 +37,7 @@ pub struct HookView {
 }
 
 /// What the pre-deploy hooks of a release say.
+#[allow(clippy::large_enum_variant)] // built once a pass
 pub(super) enum PreDeploy {
     /// All exited 0 (or there are none). `newly` is true in the pass that sees the last one
     /// succeed for the first time.

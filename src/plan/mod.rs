@@ -40,6 +40,8 @@ pub const IN_FLIGHT_REQUEUE: Duration = Duration::from_secs(2);
 /// The record as read from AWS: none yet (a new environment), or one that cannot be read.
 pub type RecordRead = Result<Option<Record>, Unreadable>;
 
+// A pass plans a handful of actions; their size does not matter, their readability does.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Register (or reuse) a revision of `base` with `container`'s image set to `image`, tag it

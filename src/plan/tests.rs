@@ -914,6 +914,37 @@ fn cases() -> Vec<Case> {
             record_after: "Deploying(b) since=500 good=a rejected=- verified=a web=web:1/- hooks=- persist",
         },
         Case {
+            name: "a newer release while a migration runs: the migration is let finish before the new release's hooks",
+            desired: desired_hooks('c'),
+            observed: with(
+                observed(steady(GOOD)),
+                tasks('b', vec![run("migrate", 'b', 1, TaskState::Running, None)], Ok(0)),
+            ),
+            record: Some(record(Phase::Deploying, 0, Some('b'), None)),
+            now: 20,
+            phase: Phase::Deploying,
+            actions: &[],
+            says: "letting bbbbbbb's hook migrate finish",
+            record_after: "Deploying(b) since=0 good=a rejected=- verified=a web=web:1/- hooks=- persist",
+        },
+        Case {
+            name: "once the superseded release's migration has exited, the new release's hooks start",
+            desired: desired_hooks('c'),
+            observed: with(
+                with(
+                    observed(steady(GOOD)),
+                    tasks('b', vec![run("migrate", 'b', 1, TaskState::Stopped, Some(0))], Ok(0)),
+                ),
+                tasks('c', vec![], Ok(0)),
+            ),
+            record: Some(record(Phase::Deploying, 0, Some('b'), None)),
+            now: 20,
+            phase: Phase::Deploying,
+            actions: &["run pre_deploy migrate"],
+            says: "superseded",
+            record_after: "Deploying(c) since=20 good=a rejected=- verified=a web=web:1/- hooks=- persist",
+        },
+        Case {
             name: "Deploying -> Baking starts the verification tasks with the bake",
             desired: desired_hooks('b'),
             observed: observed(steady(NEW)),

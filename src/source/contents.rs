@@ -60,6 +60,7 @@ impl ContentsSource {
             return Err(GitHubError::Status {
                 operation: "get_commit",
                 status: head.status,
+                rate_limited: head.rate_limited,
             });
         }
         let sha = head.body["sha"].as_str().ok_or(GitHubError::Unexpected {
@@ -81,6 +82,7 @@ impl ContentsSource {
             return Err(GitHubError::Status {
                 operation: "get_contents",
                 status: listing.status,
+                rate_limited: listing.rate_limited,
             });
         }
         let entries = listing.body.as_array().cloned().unwrap_or_default();
@@ -110,6 +112,7 @@ impl ContentsSource {
                 return Err(GitHubError::Status {
                     operation: "get_contents",
                     status: file.status,
+                    rate_limited: file.rate_limited,
                 });
             }
             let encoded: String = file.body["content"]

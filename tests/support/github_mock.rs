@@ -26,6 +26,9 @@ pub enum Mode {
     Down,
     /// Every request waits this long before answering 503 (a hanging GitHub).
     Hang(u64),
+    /// Every request answered 403: a missing permission, or (`true`) the rate limit
+    /// exhausted (`x-ratelimit-remaining: 0`).
+    Forbidden(bool),
 }
 
 #[derive(Default)]
@@ -156,6 +159,14 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>, mode: &Mutex<Mode>) {
                 json!({"message": "Service Unavailable"}),
             )
         }
+        Mode::Forbidden(limited) => (
+            403,
+            format!(
+                "x-ratelimit-remaining: {}\r\n",
+                if limited { 0 } else { 4999 }
+            ),
+            json!({"message": if limited { "API rate limit exceeded" } else { "Resource not accessible by integration" }}),
+        ),
         Mode::Up => route(&req, state),
     };
     let text = if status == 304 {
