@@ -591,3 +591,28 @@ async fn a_403_for_a_missing_permission_is_not_retried_and_a_rate_limit_403_is()
             .any(|l| l.contains("rate_limited") && !l.ends_with(" 0"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_while_github_hangs_stops_within_seconds_and_says_what_was_dropped() {
+    let (mock, w) = prod_world().await;
+    w.commit("prod", &prod("prod", "prod", &sha(1), "1s"));
+    let dir = tempfile::tempdir().unwrap();
+    let token = secret_file(&dir, "token", TOKEN);
+    let d = w.start(&github_args(&mock, &token));
+    d.wait_phase("prod", "InSync", T);
+    mock.set_mode(Mode::Hang(15));
+    let before = mock.requests().len();
+    w.commit("prod", &prod("prod", "prod", &sha(2), "1s"));
+    wait_for(T, "a report hanging on GitHub", || {
+        (mock.requests().len() > before).then_some(())
+    });
+    let logs = d.logs.clone();
+    let took = d
+        .terminate(Duration::from_secs(10))
+        .expect("the daemon exits within 10 s of SIGTERM while GitHub hangs");
+    let logs = logs.lock().unwrap().clone();
+    assert!(
+        logs.contains("shutdown: GitHub events not delivered"),
+        "the dropped events are reported: {took:?}\n{logs}"
+    );
+}

@@ -950,3 +950,35 @@ async fn a_record_that_cannot_be_read_blocks_writes_nothing_and_adopts_nothing()
         ) >= 1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_rollout_exits_within_seconds_and_the_next_start_resumes_it() {
+    let (w, _) = world(false, "1s").await;
+    w.sim.behaviour(&sha(2), "slow", Some(4.0));
+    let d = w.start(&[]);
+    d.wait_phase("prod", "InSync", T);
+    w.sim.reset_calls();
+    w.commit("prod", &prod(&sha(2), "1s"));
+    d.wait_phase("prod", "Deploying", T);
+    let took = d
+        .terminate(Duration::from_secs(10))
+        .expect("the daemon exits within 10 s of SIGTERM");
+    assert!(took < Duration::from_secs(10));
+    let tags = w.tags("c", "web").await;
+    assert_eq!(tags["ecs-gitops:phase"], "Deploying", "a resumable record");
+    let d = w.start(&[]);
+    let e = wait_verified(&d, "prod", &sha(2));
+    assert!(
+        e["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["to"] != "Deploying"),
+        "resumed, not started again: {e}"
+    );
+    assert_eq!(
+        w.sim.call_count("ecs:UpdateService"),
+        1,
+        "one UpdateService"
+    );
+}

@@ -11,6 +11,9 @@ use aws_sdk_ecs::types::{
 use super::taskdef::Registrable;
 use super::{Aws, AwsError, ErrorClass};
 
+/// Entries (two per revision: as asked and by ARN) kept before the cache starts again.
+pub const TD_CACHE_MAX: usize = 4096;
+
 /// A described task definition revision and its tags.
 #[derive(Debug, Clone)]
 pub struct CachedTd {
@@ -118,6 +121,11 @@ impl Aws {
 
     fn remember(&self, asked: &str, cached: &CachedTd) {
         let mut map = self.tds.lock().unwrap_or_else(|p| p.into_inner());
+        // Revisions never change, but the set the controller looks at moves on: start again
+        // rather than grow without bound (the next pass reads what it needs once more).
+        if map.len() >= TD_CACHE_MAX {
+            map.clear();
+        }
         map.insert(cached.arn().to_string(), cached.clone());
         map.insert(asked.to_string(), cached.clone());
     }

@@ -73,7 +73,7 @@ fn world(td: &str, rolling: bool, record: &Record, images: Check) -> Observed {
         run: Default::default(),
     };
     Observed {
-        account: Some("123456789012".into()),
+        account: "123456789012".into(),
         services: BTreeMap::from([("web".to_string(), service)]),
         task_definitions: BTreeMap::from([
             (

@@ -129,19 +129,26 @@ async fn run_reporter(
         .with_max_delay(Duration::from_secs(30))
         .with_max_times(6)
         .with_jitter();
+    let mut unsent = Vec::new();
     loop {
         let event = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => break,
             e = rx.recv() => match e { Some(e) => e, None => return },
         };
         let attempt = || deliver(&github, &config, &deployments, &event);
-        let result = attempt
+        let delivery = attempt
             .retry(backoff)
             .when(GitHubError::transient)
             .notify(|e: &GitHubError, after: Duration| {
                 tracing::debug!(error = %e, retry_in_ms = after.as_millis() as u64, "retrying GitHub report");
-            })
-            .await;
+            });
+        let result = tokio::select! {
+            r = delivery => r,
+            _ = cancel.cancelled() => {
+                unsent.push(event);
+                break;
+            }
+        };
         match result {
             Ok(Some(id)) => {
                 deployments.insert(event.key(), id);
@@ -157,7 +164,37 @@ async fn run_reporter(
             deployments.remove(&event.key());
         }
     }
+    // Shutting down: a few seconds to send what is queued, one attempt each, then drop the
+    // rest and say so. A hanging GitHub never holds the process past its stop timeout.
+    while let Ok(e) = rx.try_recv() {
+        unsent.push(e);
+    }
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    let mut dropped = 0usize;
+    for event in &unsent {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let sent = !left.is_zero()
+            && matches!(
+                tokio::time::timeout(left, deliver(&github, &config, &deployments, event)).await,
+                Ok(Ok(_))
+            );
+        if !sent {
+            dropped += 1;
+            github.count("report", "dropped");
+        }
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            queued = unsent.len(),
+            "shutdown: GitHub events not delivered within {}s were dropped",
+            DRAIN.as_secs()
+        );
+    }
 }
+
+/// How long a stopping daemon gives queued GitHub events.
+pub const DRAIN: Duration = Duration::from_secs(3);
 
 /// Sends one event; returns the deployment id it created, if any. Idempotent enough to
 /// retry: a retried creation makes at most one extra deployment, never a wrong status.

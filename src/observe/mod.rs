@@ -73,9 +73,7 @@ impl Observer {
         );
         let needs = crate::plan::needs(desired, &record);
         let mut obs = Observed {
-            account: services
-                .values()
-                .find_map(|s| s.arn.split(':').nth(4).map(str::to_string)),
+            account: account_of(&services)?,
             missing_services: missing,
             source_revision,
             ..Observed::default()
@@ -318,6 +316,29 @@ fn service_state(s: &Service) -> ServiceState {
         desired: s.desired_count(),
         tags,
         run: run_settings(s),
+    }
+}
+
+/// The account of the environment's services, from their ARNs
+/// (`arn:aws:ecs:<region>:<account>:service/...`); an ARN without one is an error, never an
+/// image URI built for a made-up account.
+fn account_of(services: &BTreeMap<String, ServiceState>) -> Result<String, AwsError> {
+    let Some(s) = services.values().next() else {
+        return Ok(String::new());
+    };
+    match s.arn.split(':').nth(4) {
+        Some(a) if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) => Ok(a.to_string()),
+        _ => Err(AwsError {
+            service: "ecs",
+            operation: "DescribeServices",
+            class: ErrorClass::ServerError,
+            code: None,
+            message: format!(
+                "service ARN {:?} names no 12-digit account; cannot build image URIs for it",
+                s.arn
+            ),
+            source: None,
+        }),
     }
 }
 

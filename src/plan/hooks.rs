@@ -153,7 +153,7 @@ impl Ctx<'_> {
     ) -> Action {
         let d = self.desired;
         let spec = &d.services[&hook.service];
-        let account = self.obs.account.as_deref().unwrap_or("000000000000");
+        let account = &self.obs.account;
         Action::RunTask {
             hook: hook.name.clone(),
             kind,

@@ -215,8 +215,9 @@ pub enum Upstream {
 /// Everything one pass saw. `None` for an input means it was not looked at this pass.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Observed {
-    /// AWS account of the cluster (from the service ARNs); used to build image URIs.
-    pub account: Option<String>,
+    /// AWS account of the cluster (from the service ARNs; `observe` fails rather than guess
+    /// it); used to build image URIs.
+    pub account: String,
     pub services: BTreeMap<String, ServiceState>,
     pub missing_services: Vec<String>,
     pub task_definitions: BTreeMap<String, TaskDefinitionInfo>,

@@ -118,7 +118,7 @@ impl Ctx<'_> {
     pub(super) fn deploy_action(&self, r: &Record, service: &str) -> Action {
         let spec = &self.desired.services[service];
         let release = self.desired.release_of(service).clone();
-        let account = self.obs.account.as_deref().unwrap_or("000000000000");
+        let account = &self.obs.account;
         Action::Deploy {
             service: service.to_string(),
             base_task_definition: self.last_good_td(r, service),

@@ -107,7 +107,7 @@ fn observed(service: ServiceState) -> Observed {
         },
     );
     Observed {
-        account: Some("123456789012".into()),
+        account: "123456789012".into(),
         services: BTreeMap::from([("web".to_string(), service)]),
         task_definitions: tds,
         images: Some(BTreeMap::from([("web".to_string(), Check::Ok)])),

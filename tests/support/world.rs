@@ -556,6 +556,24 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM and waits up to `within` for the process to exit; returns how long it
+    /// took, or `None` if it was still running (then it is killed).
+    pub fn terminate(mut self, within: Duration) -> Option<Duration> {
+        let start = std::time::Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        while start.elapsed() < within {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
