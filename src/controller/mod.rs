@@ -209,12 +209,24 @@ async fn environment_loop(
                     let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
                     shared.board.update(&env, |s| s.file_problems = lines);
                 }
-                None => shared.board.update(&env, |s| {
-                    s.file_problems = vec![format!(
-                        "desired-state/{env}.yaml is not in revision {}; keeping the last valid state",
-                        snap.revision
-                    )]
-                }),
+                None => {
+                    // The file was deleted: the environment is no longer managed. Nothing is
+                    // changed in AWS (its services keep running what they run, its record
+                    // stays for a later return), and no pass runs until the file is back.
+                    if last_valid.take().is_some() {
+                        tracing::warn!(environment = %env, revision = %snap.revision, "desired-state file deleted; no longer managing the environment, nothing changed in AWS");
+                    }
+                    shared.board.update(&env, |s| {
+                        s.message = format!(
+                            "desired-state/{env}.yaml was deleted at {}: not managed any more; nothing was changed in AWS",
+                            snap.revision
+                        );
+                        s.file_problems = vec![format!(
+                            "desired-state/{env}.yaml is not in revision {}; restore it to manage the environment again",
+                            snap.revision
+                        )];
+                    });
+                }
             }
         }
         shared.board.loop_alive(&env);

@@ -40,6 +40,11 @@ pub struct SnapshotBuilder {
 }
 
 impl SnapshotBuilder {
+    /// Records a file as refused without reading it (a symbolic link, say).
+    pub fn refuse(&mut self, rel: PathBuf, message: String) {
+        self.invalid(rel, message)
+    }
+
     fn invalid(&mut self, rel: PathBuf, message: String) {
         let env = desired::stem_of(&rel);
         self.files.insert(

@@ -23,6 +23,15 @@ pub enum SourceError {
         "branch `{branch}` not found in {repo}; pass the branch that holds desired-state/ with --branch"
     )]
     NoBranch { repo: String, branch: String },
+    #[error(
+        "branch `{branch}` of {repo} was rewritten: its head moved from {from} to {to}, which does not contain it; keeping the desired state of {from} (nothing is deployed from the rewritten branch); push a commit on top of {from}, or restart ecs-gitops to accept the new history"
+    )]
+    Rewritten {
+        repo: String,
+        branch: String,
+        from: String,
+        to: String,
+    },
     #[error("folder `{path}` not found at {revision} of {repo}; pass the folder with --path")]
     NoFolder {
         repo: String,
@@ -87,6 +96,10 @@ impl Source {
             branch: branch.to_string(),
             path: path.trim_matches('/').to_string(),
         }
+    }
+
+    pub fn branch(&self) -> &str {
+        &self.branch
     }
 
     pub fn is_local(&self) -> bool {
@@ -176,6 +189,25 @@ impl Source {
         }
     }
 
+    /// Whether `new` contains `old` (a fast-forward). `false` when `old` is not in `new`'s
+    /// history, including when the history was rewritten and `old` is gone from it.
+    pub async fn descends_from(&self, new: &str, old: &str) -> Result<bool, SourceError> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(self.git_dir())
+            .args(["merge-base", "--is-ancestor", old, new])
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(SourceError::Spawn)?;
+        match out.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            // 128: `old` is not in the repository any more (a force-push and a gc).
+            _ => Ok(false),
+        }
+    }
+
     /// Every desired-state file as committed at `revision`, parsed and validated.
     pub async fn read(&self, revision: &str) -> Result<Snapshot, SourceError> {
         let tree = format!("{revision}:{}", self.path);
@@ -203,6 +235,19 @@ impl Source {
             }
             let rel = PathBuf::from(&self.path).join(name);
             if !desired::is_desired_state_file(&rel) {
+                continue;
+            }
+            if fields.first() == Some(&"120000") {
+                // A link could pull in a file from outside the repository, or change meaning
+                // with the machine it is read on.
+                let target = self.git(&["cat-file", "blob", fields[2]]).await?;
+                snapshot.refuse(
+                    rel,
+                    format!(
+                        "is a symbolic link (to {}); desired-state files must be regular files committed in the repository",
+                        String::from_utf8_lossy(&target).trim()
+                    ),
+                );
                 continue;
             }
             let size: usize = fields.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);

@@ -42,6 +42,17 @@ impl Origin {
                 if rev == last_revision {
                     return Ok(None);
                 }
+                // Desired state only moves forward: a force-push to an older or unrelated
+                // commit is refused, not deployed.
+                if !last_revision.is_empty() && !source.descends_from(&rev, last_revision).await? {
+                    return Err(SourceError::Rewritten {
+                        repo: source.display(),
+                        branch: source.branch().to_string(),
+                        from: last_revision.to_string(),
+                        to: rev,
+                    }
+                    .into());
+                }
                 Ok(Some(source.read(&rev).await?))
             }
             Origin::GitHub(g) => Ok(g.poll().await?),
