@@ -74,7 +74,8 @@ class State:
             self.behaviours = {}  # image tag -> {"kind": ..., "seconds": ...}
             self.faults = []  # list of Fault
             self.calls = {}  # "ecs:DescribeServices" -> count
-            self.call_log = collections.deque(maxlen=20000)  # (unix time, "ecs:DescribeServices")
+            # (unix time, "ecs:DescribeServices", injected fault kind or None)
+            self.call_log = collections.deque(maxlen=20000)
             self.deployments = {}  # deployment id -> {"start": monotonic, "running": n}
             self.stable_td = {}  # service arn -> task definition arn of last completed deployment
             self.regions = set()
@@ -93,6 +94,7 @@ class Fault:
     def __init__(self, spec):
         self.operation = spec.get("operation", "*")
         self.region = spec.get("region")  # only calls signed for this region, if set
+        self.access_key = spec.get("access_key")  # only calls signed with this key, if set
         self.kind = spec["fault"]
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"fault must be one of {FAULT_KINDS}, got {self.kind!r}")
@@ -105,8 +107,10 @@ class Fault:
         self.injected = 0
         self.seen = 0
 
-    def matches(self, op, region=None):
+    def matches(self, op, region=None, access_key=None):
         if self.region is not None and region != self.region:
+            return False
+        if self.access_key is not None and access_key != self.access_key:
             return False
         if self.operation == "*":
             return True
@@ -128,6 +132,7 @@ class Fault:
         return {
             "operation": self.operation,
             "region": self.region,
+            "access_key": self.access_key,
             "fault": self.kind,
             "rate": self.rate,
             "nth": sorted(self.nth),
@@ -377,6 +382,14 @@ def read_body(environ):
     return environ["wsgi.input"].read(length) if length else b""
 
 
+def access_key_of(environ):
+    """The access key id a SigV4 request was signed with (None for unsigned requests)."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    if "Credential=" not in auth:
+        return None
+    return auth.split("Credential=", 1)[1].split("/", 1)[0]
+
+
 def region_of(environ):
     auth = environ.get("HTTP_AUTHORIZATION", "")
     try:
@@ -448,8 +461,9 @@ class App:
         region = region_of(environ)
         with STATE.lock:
             STATE.calls[name] = STATE.calls.get(name, 0) + 1
-            STATE.call_log.append((time.time(), name))
-            fault = next((f for f in STATE.faults if f.matches(name, region) and f.fire()), None)
+            key = access_key_of(environ)
+            fault = next((f for f in STATE.faults if f.matches(name, region, key) and f.fire()), None)
+            STATE.call_log.append((time.time(), name, fault.kind if fault else None))
         if fault is not None:
             if fault.kind == "latency":
                 time.sleep(fault.latency_ms / 1000.0)
@@ -624,7 +638,7 @@ class App:
                     raise ValueError(f"events outside what CloudWatch Logs accepts: {rejected}")
                 return {"ok": True, "events": len(events)}
             if what == "calls/log":
-                return [{"at": t, "operation": op} for t, op in STATE.call_log]
+                return [{"at": t, "operation": op, "fault": f} for t, op, f in STATE.call_log]
         return None
 
 

@@ -54,7 +54,7 @@ pub async fn plan(repo: &str, branch: &str, path: &str, envs: &[String]) -> anyh
             desired,
             upstream,
             &snap.revision,
-            std::time::SystemTime::now(),
+            &crate::controller::SystemClock,
             Duration::from_secs(10),
         )
         .await

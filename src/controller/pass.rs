@@ -15,16 +15,20 @@ pub struct Pass {
     pub plan: Plan,
 }
 
-/// Observes and decides, without acting (also what `ecs-gitops plan` runs).
+/// Observes and decides, without acting (also what `ecs-gitops plan` runs). The time the
+/// decision is given is read after observing: a transition happens when its evidence was
+/// seen (a bake starts when the rollout was seen complete, not when the pass began, which can
+/// be seconds earlier when AWS calls are retried).
 pub async fn decide(
     observe: &dyn Observe,
     desired: &DesiredState,
     upstream: Option<&DesiredState>,
     revision: &str,
-    now: std::time::SystemTime,
+    clock: &dyn super::Clock,
     interval: std::time::Duration,
 ) -> Result<Pass, ApplyError> {
     let (observed, record) = observe.observe(desired, upstream, revision).await?;
+    let now = clock.now();
     let plan = plan::plan(desired, &observed, &record, now, interval);
     Ok(Pass {
         observed,
@@ -46,7 +50,7 @@ pub async fn reconcile_once(
         desired,
         upstream,
         revision,
-        shared.clock.now(),
+        shared.clock.as_ref(),
         shared.interval,
     )
     .await?;

@@ -423,7 +423,8 @@ pub const GIT_IDENTITY: [(&str, &str); 4] = [
 pub fn binary(endpoint: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecs-gitops"));
     cmd.env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", "test")
+        // Its own key, so a test can aim faults at the daemon's calls alone.
+        .env("AWS_ACCESS_KEY_ID", "ecs-gitops-daemon")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", REGION)
         .env("AWS_EC2_METADATA_DISABLED", "true")
