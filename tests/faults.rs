@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::wait_for;
 use support::world::{Daemon, REGION, World, sha};
 
 const T: Duration = Duration::from_secs(40);
@@ -164,7 +163,7 @@ fn cell(op: &'static str, phase: Phase, fault: &'static str) -> Result<String, S
             Some(g) if g == sha(1) || (!bad && g == release) => {}
             other => return Err(format!("last good became {other:?}")),
         }
-        if tags.get("ecs-gitops:rejected-release").is_some() && !bad {
+        if tags.contains_key("ecs-gitops:rejected-release") && !bad {
             return Err(format!("rolled back: {tags:?}"));
         }
         let phase_now = tags
