@@ -616,3 +616,133 @@ async fn sigterm_while_github_hangs_stops_within_seconds_and_says_what_was_dropp
         "the dropped events are reported: {took:?}\n{logs}"
     );
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap()
+}
+
+fn passes_in(d: &Daemon, window: Duration) -> u64 {
+    let count = || d.env("prod").and_then(|e| e["passes"].as_u64()).unwrap();
+    let before = count();
+    std::thread::sleep(window); // a measurement window, not a wait for a condition
+    count() - before
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_abuse_is_refused_in_bounded_memory_without_fetches_and_passes_stay_on_time() {
+    use std::io::Write;
+    let w = World::new().await;
+    w.cluster("c").await;
+    w.service("c", "web", "web", &sha(1), false).await;
+    w.commit("prod", &prod("prod", "c", &sha(1), "1s"));
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(&dir, "webhook-secret", WEBHOOK_SECRET);
+    let url = format!("file://{}", w.repo.path().display());
+    let d = w.start_repo(
+        &url,
+        &["--interval", "1s", "--github-webhook-secret-file", &secret],
+    );
+    d.wait_phase("prod", "InSync", T);
+    let window = Duration::from_secs(4);
+    let calm = passes_in(&d, window);
+    let rss_before = rss_kib(d.pid());
+    let fetches_before = fetches(&d);
+    let addr = d.url.trim_start_matches("http://").to_string();
+    // A slow client: one byte a second, for the whole abuse.
+    let slow = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            for b in b"POST /hooks/github HTTP/1.1\r\n".iter().take(8) {
+                if s.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+    let body = push_event("main", &sha(2));
+    let abuse: Vec<_> = (0..4)
+        .map(|t| {
+            let (d_url, body) = (d.url.clone(), body.clone());
+            std::thread::spawn(move || {
+                let mut codes = std::collections::BTreeMap::new();
+                for i in 0..250 {
+                    let wrong = sign("not-the-secret", &body);
+                    let sig = if i % 2 == 0 {
+                        None
+                    } else {
+                        Some(wrong.as_str())
+                    };
+                    let mut headers = vec![
+                        ("X-GitHub-Event", "push"),
+                        ("Content-Type", "application/json"),
+                    ];
+                    if let Some(s) = sig {
+                        headers.push(("X-Hub-Signature-256", s));
+                    }
+                    let (code, _) = support::http_with_headers(
+                        "POST",
+                        &format!("{d_url}/hooks/github"),
+                        Some(&body),
+                        &headers,
+                    );
+                    *codes.entry(code).or_insert(0u32) += 1;
+                    if t == 0 && i % 25 == 0 {
+                        let big = "x".repeat(2 << 20);
+                        let (code, _) = support::http_with_headers(
+                            "POST",
+                            &format!("{d_url}/hooks/github"),
+                            Some(&big),
+                            &[
+                                ("X-GitHub-Event", "push"),
+                                ("Content-Type", "application/json"),
+                            ],
+                        );
+                        *codes.entry(code).or_insert(0u32) += 1;
+                    }
+                }
+                codes
+            })
+        })
+        .collect();
+    let during = passes_in(&d, window);
+    let mut codes = std::collections::BTreeMap::new();
+    for h in abuse {
+        for (c, n) in h.join().unwrap() {
+            *codes.entry(c).or_insert(0) += n;
+        }
+    }
+    slow.join().unwrap();
+    assert_eq!(codes.get(&401), Some(&500), "unsigned: {codes:?}");
+    assert_eq!(codes.get(&403), Some(&500), "wrongly signed: {codes:?}");
+    assert_eq!(codes.get(&413), Some(&10), "oversized: {codes:?}");
+    assert!(
+        codes.keys().all(|c| [401, 403, 413].contains(c)),
+        "every delivery refused: {codes:?}"
+    );
+    // Polling every second goes on; no delivery caused a fetch of its own.
+    let fetched = fetches(&d) - fetches_before;
+    assert!(
+        fetched <= 2.0 * window.as_secs_f64() + 4.0,
+        "{fetched} fetches during the abuse: deliveries caused fetches"
+    );
+    assert!(
+        during * 2 >= calm,
+        "passes during the abuse ({during} in {window:?}) fell below half the calm rate ({calm})"
+    );
+    let rss_after = rss_kib(d.pid());
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    println!(
+        "webhook abuse: passes {calm} calm vs {during} under abuse per {window:?}; RSS {rss_before} -> {rss_after} KiB; {fetched} fetches; {codes:?}"
+    );
+    assert_no_secrets(&d);
+}
