@@ -557,39 +557,50 @@ async fn a_403_for_a_missing_permission_is_not_retried_and_a_rate_limit_403_is()
             .filter(|r| r.method == "POST" && r.path.ends_with("/deployments"))
             .count()
     };
-    // No permission: the one POST that creates the deployment fails, once.
+    let client_errors = |d: &Daemon| -> f64 {
+        d.metrics()
+            .lines()
+            .filter(|l| {
+                l.starts_with("ecs_gitops_github_requests_total") && l.contains("client_error")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // No permission: each event's first request is refused, and the event given up at once.
     mock.set_mode(Mode::Forbidden(false));
+    let before = mock.requests().len();
     w.commit("prod", &prod("prod", "prod", &sha(2), "1s"));
     wait_for(T, "sha(2) verified", || {
         (d.env("prod")?["last_good_release"] == sha(2).as_str()).then_some(())
     });
-    // Two events (started, verified), each refused once and given up at once.
+    // Two events (started, verified), each refused once.
     wait_for(T, "both refused reports counted", || {
-        d.metrics()
-            .lines()
-            .any(|l| {
-                l.starts_with("ecs_gitops_github_requests_total")
-                    && l.contains("create_deployment")
-                    && l.contains("client_error")
-                    && l.ends_with(" 2")
-            })
-            .then_some(())
+        (client_errors(&d) >= 2.0).then_some(())
     });
+    let made = mock.requests().len() - before;
+    assert_eq!(made, 2, "a 403 without a rate limit is not retried");
+    assert_eq!(client_errors(&d), 2.0);
     let forbidden = creates(&mock);
-    assert_eq!(forbidden, 2, "a 403 without a rate limit is not retried");
-    // The rate limit exhausted: worth retrying.
+    // The rate limit exhausted: worth retrying, so the same event is tried again.
     mock.set_mode(Mode::Forbidden(true));
+    let before = mock.requests().len();
     w.commit("prod", &prod("prod", "prod", &sha(3), "1s"));
     wait_for(
         Duration::from_secs(60),
-        "the rate-limited create retried",
-        || (creates(&mock) >= forbidden + 2).then_some(()),
+        "the rate-limited report retried",
+        || (mock.requests().len() >= before + 3).then_some(()),
     );
     assert!(
         d.metrics()
             .lines()
             .any(|l| l.contains("rate_limited") && !l.ends_with(" 0"))
     );
+    assert_eq!(
+        creates(&mock),
+        forbidden,
+        "nothing was created while refused"
+    );
+    assert_no_secrets(&d);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -744,5 +755,50 @@ async fn webhook_abuse_is_refused_in_bounded_memory_without_fetches_and_passes_s
     println!(
         "webhook abuse: passes {calm} calm vs {during} under abuse per {window:?}; RSS {rss_before} -> {rss_after} KiB; {fetched} fetches; {codes:?}"
     );
+    assert_no_secrets(&d);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_mid_bake_carries_on_the_open_deployment_and_a_newer_success_inactivates_the_older()
+ {
+    let (mock, w) = prod_world().await;
+    w.commit("prod", &prod("prod", "prod", &sha(1), "1s"));
+    let dir = tempfile::tempdir().unwrap();
+    let token = secret_file(&dir, "token", TOKEN);
+    let d = w.start(&github_args(&mock, &token));
+    d.wait_phase("prod", "InSync", T);
+    w.commit("prod", &prod("prod", "prod", &sha(2), "4s"));
+    d.wait_phase("prod", "Baking", T);
+    wait_for(T, "the in_progress status", || {
+        mock.deployments()
+            .iter()
+            .any(|x| x.1 == sha(2) && x.3 == ["in_progress"])
+            .then_some(())
+    });
+    d.kill();
+    let d = w.start(&github_args(&mock, &token));
+    let done = wait_for(T, "sha(2)'s deployment to succeed", || {
+        let all = mock.deployments();
+        all.iter()
+            .any(|x| x.1 == sha(2) && x.3.last().map(String::as_str) == Some("success"))
+            .then_some(all)
+    });
+    let mine: Vec<_> = done.iter().filter(|x| x.1 == sha(2)).collect();
+    assert_eq!(
+        mine.len(),
+        1,
+        "one deployment for the release, carried on: {done:?}"
+    );
+    assert_eq!(mine[0].3, ["in_progress", "success"]);
+    // A newer release verifies: the older success becomes inactive.
+    w.commit("prod", &prod("prod", "prod", &sha(3), "1s"));
+    wait_for(T, "sha(2)'s deployment inactive", || {
+        let all = mock.deployments();
+        let two = all.iter().find(|x| x.1 == sha(2))?;
+        let three = all.iter().find(|x| x.1 == sha(3))?;
+        (two.3.last().map(String::as_str) == Some("inactive")
+            && three.3.last().map(String::as_str) == Some("success"))
+        .then_some(())
+    });
     assert_no_secrets(&d);
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
-use serde_json::json;
+use http::header::HeaderMap;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -196,6 +197,100 @@ async fn run_reporter(
 /// How long a stopping daemon gives queued GitHub events.
 pub const DRAIN: Duration = Duration::from_secs(3);
 
+/// A GET whose answer must be 2xx.
+async fn get(github: &GitHub, operation: &'static str, path: &str) -> Result<Value, GitHubError> {
+    let r = github
+        .request(operation, "GET", path, None, HeaderMap::new())
+        .await?;
+    if (200..300).contains(&r.status) {
+        Ok(r.body)
+    } else {
+        Err(GitHubError::Status {
+            operation,
+            status: r.status,
+            rate_limited: r.rate_limited,
+        })
+    }
+}
+
+/// The newest deployment of `release` to `environment`, if this event belongs to it: any for
+/// an ending event, one still in progress for a start (a release deployed again after it ended
+/// gets a new deployment).
+async fn find_deployment(
+    github: &GitHub,
+    repo: &str,
+    environment: &str,
+    release: &Release,
+    event: &Event,
+) -> Result<Option<u64>, GitHubError> {
+    let body = get(
+        github,
+        "find_deployment",
+        &format!("{repo}/deployments?sha={release}&environment={environment}&per_page=1"),
+    )
+    .await?;
+    let Some(id) = body.get(0).and_then(|d| d["id"].as_u64()) else {
+        return Ok(None);
+    };
+    if !matches!(event, Event::Started { .. }) {
+        return Ok(Some(id));
+    }
+    let state = latest_state(github, repo, id).await?;
+    Ok(matches!(state.as_deref(), Some("in_progress" | "queued" | "pending")).then_some(id))
+}
+
+async fn latest_state(github: &GitHub, repo: &str, id: u64) -> Result<Option<String>, GitHubError> {
+    let body = get(
+        github,
+        "deployment_statuses",
+        &format!("{repo}/deployments/{id}/statuses?per_page=1"),
+    )
+    .await?;
+    Ok(body
+        .get(0)
+        .and_then(|s| s["state"].as_str())
+        .map(str::to_string))
+}
+
+/// After a release verified: the environment's earlier deployments that still say `success`
+/// become `inactive` (GitHub's `auto_inactive` skips production environments).
+async fn inactivate_older(
+    github: &GitHub,
+    repo: &str,
+    environment: &str,
+    current: u64,
+) -> Result<(), GitHubError> {
+    let body = get(
+        github,
+        "list_deployments",
+        &format!("{repo}/deployments?environment={environment}&per_page=10"),
+    )
+    .await?;
+    let ids: Vec<u64> = body
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d["id"].as_u64()).collect())
+        .unwrap_or_default();
+    for id in ids.into_iter().filter(|id| *id != current) {
+        if latest_state(github, repo, id).await?.as_deref() == Some("success") {
+            let body = json!({
+                "state": "inactive",
+                "description": "a newer release was verified",
+                "environment": environment,
+                "auto_inactive": false,
+            });
+            github
+                .post(
+                    "create_deployment_status",
+                    &format!("{repo}/deployments/{id}/statuses"),
+                    &body,
+                    &[],
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Sends one event; returns the deployment id it created, if any. Idempotent enough to
 /// retry: a retried creation makes at most one extra deployment, never a wrong status.
 async fn deliver(
@@ -207,8 +302,14 @@ async fn deliver(
     let repo = format!("/repos/{}/{}", config.repo.owner, config.repo.name);
     let (environment, release) = event.key();
     let mut created = None;
-    let id = match deployments.get(&(environment.clone(), release.clone())) {
-        Some(id) => *id,
+    let known = match deployments.get(&(environment.clone(), release.clone())) {
+        Some(id) => Some(*id),
+        // Not known to this process (it restarted, or the rollout began in another replica):
+        // carry on the one GitHub has rather than open a second one.
+        None => find_deployment(github, &repo, &environment, &release, event).await?,
+    };
+    let id = match known {
+        Some(id) => id,
         None => {
             let body = json!({
                 "ref": release.as_str(),
@@ -267,6 +368,9 @@ async fn deliver(
             &[],
         )
         .await?;
+    if matches!(event, Event::Verified { .. }) {
+        inactivate_older(github, &repo, &environment, id).await?;
+    }
     if matches!(event, Event::Verified { .. }) && config.tag_environments.contains(&environment) {
         let tag = release_tag(&release, SystemTime::now());
         let body = json!({"ref": format!("refs/tags/{tag}"), "sha": release.as_str()});

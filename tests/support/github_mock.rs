@@ -39,6 +39,8 @@ struct State {
     head: String,
     etag: u64,
     files: BTreeMap<String, String>,
+    /// (id, sha, environment, states oldest first)
+    deployments: Vec<(u64, String, String, Vec<String>)>,
 }
 
 pub struct GitHubMock {
@@ -85,6 +87,11 @@ impl GitHubMock {
 
     pub fn requests(&self) -> Vec<Request> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Deployments made: (id, sha, environment, states oldest first).
+    pub fn deployments(&self) -> Vec<(u64, String, String, Vec<String>)> {
+        self.state.lock().unwrap().deployments.clone()
     }
 
     pub fn tags(&self) -> Vec<String> {
@@ -194,9 +201,45 @@ fn route(req: &Request, state: &Mutex<State>) -> (u16, String, Value) {
     let path = req.path.split('?').next().unwrap_or("");
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method.as_str(), segs.as_slice()) {
+        ("GET", ["repos", _, _, "deployments"]) => {
+            let query = req.path.split_once('?').map(|q| q.1).unwrap_or("");
+            let param = |k: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                    .map(str::to_string)
+            };
+            let (sha, env) = (param("sha"), param("environment"));
+            let list: Vec<Value> = s
+                .deployments
+                .iter()
+                .rev()
+                .filter(|d| sha.as_ref().is_none_or(|x| *x == d.1))
+                .filter(|d| env.as_ref().is_none_or(|x| *x == d.2))
+                .map(|d| json!({"id": d.0, "sha": d.1, "ref": d.1, "environment": d.2}))
+                .collect();
+            (200, String::new(), Value::Array(list))
+        }
+        ("GET", ["repos", _, _, "deployments", id, "statuses"]) => {
+            let id: u64 = id.parse().unwrap_or(0);
+            let list: Vec<Value> = s
+                .deployments
+                .iter()
+                .find(|d| d.0 == id)
+                .map(|d| d.3.iter().rev().map(|st| json!({"state": st})).collect())
+                .unwrap_or_default();
+            (200, String::new(), Value::Array(list))
+        }
         ("POST", ["repos", o, r, "deployments"]) => {
             s.next_id += 1;
             let id = s.next_id;
+            let entry = (
+                id,
+                req.body["ref"].as_str().unwrap_or("").to_string(),
+                req.body["environment"].as_str().unwrap_or("").to_string(),
+                Vec::new(),
+            );
+            s.deployments.push(entry);
             (
                 201,
                 String::new(),
@@ -221,23 +264,30 @@ fn route(req: &Request, state: &Mutex<State>) -> (u16, String, Value) {
                 }),
             )
         }
-        ("POST", ["repos", o, r, "deployments", id, "statuses"]) => (
-            201,
-            String::new(),
-            json!({
-                "url": format!("https://api.github.com/repos/{o}/{r}/deployments/{id}/statuses/1"),
-                "id": 1,
-                "node_id": "MDE2OkRlcGxveW1lbnRTdGF0dXMx",
-                "state": req.body["state"],
-                "creator": {"login": "ecs-gitops-bot", "id": 1, "type": "Bot"},
-                "description": req.body["description"],
-                "environment": req.body["environment"],
-                "created_at": "2026-11-27T10:00:00Z",
-                "updated_at": "2026-11-27T10:00:00Z",
-                "deployment_url": format!("https://api.github.com/repos/{o}/{r}/deployments/{id}"),
-                "repository_url": format!("https://api.github.com/repos/{o}/{r}")
-            }),
-        ),
+        ("POST", ["repos", o, r, "deployments", id, "statuses"]) => {
+            let n: u64 = id.parse().unwrap_or(0);
+            let state = req.body["state"].as_str().unwrap_or("").to_string();
+            if let Some(d) = s.deployments.iter_mut().find(|d| d.0 == n) {
+                d.3.push(state);
+            }
+            (
+                201,
+                String::new(),
+                json!({
+                    "url": format!("https://api.github.com/repos/{o}/{r}/deployments/{id}/statuses/1"),
+                    "id": 1,
+                    "node_id": "MDE2OkRlcGxveW1lbnRTdGF0dXMx",
+                    "state": req.body["state"],
+                    "creator": {"login": "ecs-gitops-bot", "id": 1, "type": "Bot"},
+                    "description": req.body["description"],
+                    "environment": req.body["environment"],
+                    "created_at": "2026-11-27T10:00:00Z",
+                    "updated_at": "2026-11-27T10:00:00Z",
+                    "deployment_url": format!("https://api.github.com/repos/{o}/{r}/deployments/{id}"),
+                    "repository_url": format!("https://api.github.com/repos/{o}/{r}")
+                }),
+            )
+        }
         ("POST", ["repos", o, r, "git", "refs"]) => {
             let tag = req.body["ref"].as_str().unwrap_or("").to_string();
             if s.tags.contains(&tag) {
