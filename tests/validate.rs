@@ -354,6 +354,22 @@ fn cases() -> Vec<(
             45,
             "nesting deeper than",
         ),
+        (
+            "empty folded block scalar as the release (found by the property tests)",
+            "prod.yaml",
+            with(&format!("release: {SHA}"), "release: >"),
+            4,
+            10,
+            "is not a 40-character",
+        ),
+        (
+            "literal block scalar as the release",
+            "prod.yaml",
+            with(&format!("release: {SHA}"), "release: |-\n  abc"),
+            4,
+            10,
+            "is 3 characters",
+        ),
         // ---- release hooks (base ends at line 10, `  bake: 1m`) ----
         (
             "pre_deploy not a list",

@@ -209,6 +209,13 @@ pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
                 _ => return Err(YamlError::new(at, "YAML syntax error: unbalanced mapping")),
             },
             Event::Scalar(value, style, anchor, _) => {
+                // yaml-rust2 places a block scalar (`|`, `>`) where its content starts, which
+                // for an empty one is the next key; the value is where its indicator is.
+                let at = if matches!(style, TScalarStyle::Literal | TScalarStyle::Folded) {
+                    block_indicator(text, at).unwrap_or(at)
+                } else {
+                    at
+                };
                 let node = Node::Scalar {
                     value,
                     plain: style == TScalarStyle::Plain,
@@ -265,6 +272,37 @@ pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
         }
     }
     Ok(root)
+}
+
+/// The `|` or `>` before `at`, skipping the blanks, line breaks and chomping or indentation
+/// indicators between them.
+fn block_indicator(text: &str, at: Location) -> Option<Location> {
+    let mut offset = 0usize;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == at.line {
+            offset += line
+                .char_indices()
+                .nth(at.col.saturating_sub(1))
+                .map(|(o, _)| o)
+                .unwrap_or(line.len());
+            break;
+        }
+        offset += line.len();
+    }
+    let before = &text[..offset.min(text.len())];
+    let (pos, ch) = before
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !(c.is_whitespace() || *c == '+' || *c == '-' || c.is_ascii_digit()))?;
+    if ch != '|' && ch != '>' {
+        return None;
+    }
+    let line = before[..pos].matches('\n').count() + 1;
+    let line_start = before[..pos].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    Some(Location {
+        line,
+        col: before[line_start..pos].chars().count() + 1,
+    })
 }
 
 fn remember(anchors: &mut HashMap<usize, Node>, anchor: usize, node: &Node) {
