@@ -14,6 +14,49 @@ use super::{Aws, AwsError, ErrorClass};
 /// Entries (two per revision: as asked and by ARN) kept before the cache starts again.
 pub const TD_CACHE_MAX: usize = 4096;
 
+/// Revisions by ARN (and by the name they were asked for). Revisions never change, but the set
+/// the controller looks at moves on: at `max` entries it starts again rather than grow without
+/// bound (the next pass reads what it needs once more).
+#[derive(Clone)]
+pub struct TdCache {
+    map: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, CachedTd>>>,
+    max: usize,
+}
+
+impl TdCache {
+    pub fn new(max: usize) -> TdCache {
+        TdCache {
+            map: Default::default(),
+            max,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<CachedTd> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn remember(&self, asked: &str, cached: &CachedTd) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() + 2 > self.max {
+            map.clear();
+        }
+        map.insert(cached.arn().to_string(), cached.clone());
+        map.insert(asked.to_string(), cached.clone());
+    }
+}
+
 /// A described task definition revision and its tags.
 #[derive(Debug, Clone)]
 pub struct CachedTd {
@@ -89,13 +132,7 @@ impl Aws {
     /// One revision, from the cache when it was seen before. An answer without a task
     /// definition is an error, never an empty revision.
     pub async fn task_definition(&self, region: &str, arn: &str) -> Result<CachedTd, AwsError> {
-        if let Some(hit) = self
-            .tds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(arn)
-            .cloned()
-        {
+        if let Some(hit) = self.tds.get(arn) {
             return Ok(hit);
         }
         let c = self.clients(region);
@@ -115,19 +152,8 @@ impl Aws {
             td,
             tags: out.tags().to_vec(),
         };
-        self.remember(arn, &cached);
+        self.tds.remember(arn, &cached);
         Ok(cached)
-    }
-
-    fn remember(&self, asked: &str, cached: &CachedTd) {
-        let mut map = self.tds.lock().unwrap_or_else(|p| p.into_inner());
-        // Revisions never change, but the set the controller looks at moves on: start again
-        // rather than grow without bound (the next pass reads what it needs once more).
-        if map.len() >= TD_CACHE_MAX {
-            map.clear();
-        }
-        map.insert(cached.arn().to_string(), cached.clone());
-        map.insert(asked.to_string(), cached.clone());
     }
 
     /// The newest ACTIVE revisions of `family`, newest first (at most `max`).
@@ -175,7 +201,7 @@ impl Aws {
         if cached.arn().is_empty() {
             return Err(empty_answer("RegisterTaskDefinition", &fields.family));
         }
-        self.remember(cached.arn(), &cached);
+        self.tds.remember(cached.arn(), &cached);
         Ok(cached)
     }
 
@@ -386,5 +412,36 @@ fn empty_answer(operation: &'static str, about: &str) -> AwsError {
         code: None,
         message: format!("no task definition in the answer for {about:?}"),
         source: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn td(n: usize) -> CachedTd {
+        CachedTd {
+            td: TaskDefinition::builder()
+                .task_definition_arn(format!("arn:aws:ecs:r:1:task-definition/web:{n}"))
+                .build(),
+            tags: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_revision_cache_never_grows_past_its_bound() {
+        let cache = TdCache::new(10);
+        for n in 0..100 {
+            cache.remember(&format!("web:{n}"), &td(n));
+            assert!(cache.len() <= 10, "{} entries", cache.len());
+        }
+        // What was remembered last is still there, by ARN and by the name asked for.
+        assert!(cache.get("web:99").is_some());
+        assert!(
+            cache
+                .get("arn:aws:ecs:r:1:task-definition/web:99")
+                .is_some()
+        );
+        assert!(cache.get("web:0").is_none());
     }
 }

@@ -129,7 +129,7 @@ pub(crate) struct Clients {
 pub struct Aws {
     config: SdkConfig,
     clients: Arc<Mutex<HashMap<String, Clients>>>,
-    tds: Arc<Mutex<HashMap<String, ecs::CachedTd>>>,
+    tds: ecs::TdCache,
     metrics: Arc<Metrics>,
     retry: ExponentialBuilder,
 }
@@ -150,7 +150,7 @@ impl Aws {
         Aws {
             config,
             clients: Arc::default(),
-            tds: Arc::default(),
+            tds: ecs::TdCache::new(ecs::TD_CACHE_MAX),
             metrics,
             retry: ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(200))

@@ -443,3 +443,33 @@ fn alarm_state(value: Option<&aws_sdk_cloudwatch::types::StateValue>) -> AlarmSt
         _ => AlarmState::InsufficientData,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_arn(arn: &str) -> BTreeMap<String, ServiceState> {
+        BTreeMap::from([(
+            "web".to_string(),
+            ServiceState {
+                arn: arn.into(),
+                ..ServiceState::default()
+            },
+        )])
+    }
+
+    #[test]
+    fn the_account_comes_from_the_service_arn_or_the_pass_fails() {
+        let ok = with_arn("arn:aws:ecs:me-south-1:123456789012:service/c/web");
+        assert_eq!(account_of(&ok).unwrap(), "123456789012");
+        for bad in ["", "arn:aws:ecs:me-south-1::service/c/web", "web"] {
+            let e = account_of(&with_arn(bad)).unwrap_err();
+            assert!(e.to_string().contains("names no 12-digit account"), "{e}");
+        }
+        assert_eq!(
+            account_of(&BTreeMap::new()).unwrap(),
+            "",
+            "no service, no image to build"
+        );
+    }
+}
