@@ -659,7 +659,7 @@ async fn webhook_abuse_is_refused_in_bounded_memory_without_fetches_and_passes_s
         &["--interval", "1s", "--github-webhook-secret-file", &secret],
     );
     d.wait_phase("prod", "InSync", T);
-    let window = Duration::from_secs(4);
+    let window = Duration::from_secs(6);
     let calm = passes_in(&d, window);
     let rss_before = rss_kib(d.pid());
     let fetches_before = fetches(&d);
