@@ -147,6 +147,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Set an environment's release back to its last good release (or to a release its record
+    /// verified), and commit it.
+    Rollback {
+        /// The environment whose file is changed.
+        #[arg(long = "env")]
+        env: String,
+        /// A release (full SHA) the environment verified; default: its last good release.
+        #[arg(long)]
+        to: Option<String>,
+        /// Commit a release the record never verified.
+        #[arg(long)]
+        force: bool,
+        /// A local checkout of the desired-state repository.
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        /// Folder of the desired-state files inside the repository.
+        #[arg(long, default_value = "desired-state")]
+        path: String,
+    },
+    /// List the releases an environment's record verified beside the git log of its file.
+    History {
+        #[arg(long = "env")]
+        env: String,
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        #[arg(long, default_value = "desired-state")]
+        path: String,
+    },
     /// Set an environment's release to what another has verified (read from AWS), and commit it.
     Promote {
         /// The environment whose verified release is promoted.
@@ -308,6 +336,34 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
                     p.release
                 ),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollback {
+            env,
+            to,
+            force,
+            repo,
+            path,
+        } => {
+            let r = ecs_gitops::cli::rollback::rollback(&repo, &path, &env, to.as_deref(), force)
+                .await?;
+            match r.commit {
+                Some(commit) => println!(
+                    "{env}: release {} (was {}) committed to {} as {}",
+                    r.to,
+                    r.from,
+                    r.file.display(),
+                    &commit[..commit.len().min(12)]
+                ),
+                None => println!("{env} already names {}; nothing to commit", r.to),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { env, repo, path } => {
+            print!(
+                "{}",
+                ecs_gitops::cli::rollback::history(&repo, &path, &env).await?
+            );
             Ok(ExitCode::SUCCESS)
         }
         // Validate runs in main, without a runtime.

@@ -2,6 +2,7 @@
 //! `promote` (commit another environment's verified release).
 
 pub mod promote;
+pub mod rollback;
 
 use std::fmt::Write;
 use std::time::Duration;

@@ -45,7 +45,7 @@ pub struct Promotion {
     pub commit: Option<String>,
 }
 
-fn load(path: &Path) -> Result<(String, DesiredState), PromoteError> {
+pub(crate) fn load(path: &Path) -> Result<(String, DesiredState), PromoteError> {
     let text = std::fs::read_to_string(path).map_err(|source| PromoteError::Read {
         path: path.to_path_buf(),
         source,
@@ -103,7 +103,7 @@ pub fn set_release(path: &Path, text: &str, release: &Release) -> Result<String,
     Ok(out)
 }
 
-async fn git(repo: &Path, args: &[&str]) -> Result<String, PromoteError> {
+pub(crate) async fn git(repo: &Path, args: &[&str]) -> Result<String, PromoteError> {
     let out = Command::new("git")
         .arg("-C")
         .arg(repo)
