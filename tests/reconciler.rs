@@ -982,3 +982,50 @@ async fn sigterm_during_a_rollout_exits_within_seconds_and_the_next_start_resume
         "one UpdateService"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_freeze_window_covering_now_blocks_a_release_and_lets_a_hotfix_through() {
+    let (w, td1) = world(false, "1s").await;
+    let d = w.start(&[]);
+    d.wait_phase("prod", "InSync", T);
+    // A window from an hour ago to two hours ahead (UTC), whatever the time of day.
+    let hour = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 3600)
+        % 24;
+    let freeze = format!(
+        "freeze:\n  - from: \"{:02}:00\"\n    to: \"{:02}:00\"\n",
+        (hour + 23) % 24,
+        (hour + 2) % 24
+    );
+    w.sim.reset_calls();
+    w.commit("prod", &format!("{}{freeze}", prod(&sha(2), "1s")));
+    let e = d.wait_phase("prod", "Blocked", T);
+    let gate = e["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "freeze")
+        .cloned()
+        .unwrap();
+    assert_eq!(gate["passed"], false);
+    assert!(
+        gate["detail"].as_str().unwrap().starts_with("frozen until"),
+        "{gate}"
+    );
+    passes(&d, "prod", 2);
+    assert_eq!(writes(&w), 0, "nothing deployed in a freeze");
+    assert_eq!(w.current_td("c", "web").await, td1);
+    // The same release as a hotfix goes through.
+    w.commit(
+        "prod",
+        &format!(
+            "{}{freeze}hotfix: \"INC-42 checkout down\"\n",
+            prod(&sha(2), "1s")
+        ),
+    );
+    let e = wait_verified(&d, "prod", &sha(2));
+    assert!(e["history"].to_string().contains("new_release"), "{e}");
+}

@@ -370,6 +370,32 @@ fn cases() -> Vec<(
             10,
             "is 3 characters",
         ),
+        (
+            "freeze day misspelled",
+            "prod.yaml",
+            format!("{v}freeze:\n  - days: [friday]\n    from: \"16:00\"\n    to: \"08:00\"\n"),
+            12,
+            12,
+            "`friday` is not a day",
+        ),
+        (
+            "freeze time not HH:MM",
+            "prod.yaml",
+            format!("{v}freeze:\n  - from: \"4pm\"\n    to: \"08:00\"\n"),
+            12,
+            11,
+            "is not a time",
+        ),
+        (
+            "freeze time zone unknown",
+            "prod.yaml",
+            format!(
+                "{v}freeze:\n  - from: \"16:00\"\n    to: \"08:00\"\n    timezone: Mars/Olympus\n"
+            ),
+            14,
+            15,
+            "not an IANA time zone",
+        ),
         // ---- release hooks (base ends at line 10, `  bake: 1m`) ----
         (
             "pre_deploy not a list",

@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod freeze;
 pub mod parse;
 pub mod snapshot;
 pub mod validate;
@@ -153,6 +154,8 @@ pub struct DesiredState {
     pub services: BTreeMap<String, ServiceSpec>,
     /// `hooks.pre_deploy`, in the order they run.
     pub pre_deploy: Vec<TaskHook>,
+    /// Windows in which no new release starts (hotfixes and rollbacks still do).
+    pub freeze: Vec<freeze::FreezeWindow>,
     pub verify: Verify,
     pub drift: DriftMode,
 }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use super::freeze::{self, FreezeWindow};
 use super::yaml::{self, Location, Node};
 use super::{
     DEFAULT_HOOK_TIMEOUT, DesiredState, DriftMode, HealthCheck, LogCheck, Problem, Release,
@@ -20,6 +21,7 @@ const TOP_KEYS: &[&str] = &[
     "hotfix",
     "services",
     "hooks",
+    "freeze",
     "verify",
     "drift",
 ];
@@ -33,6 +35,7 @@ const VERIFY_KEYS: &[&str] = &[
     "rollout_timeout",
 ];
 const HOOKS_KEYS: &[&str] = &["pre_deploy"];
+const FREEZE_KEYS: &[&str] = &["days", "from", "to", "timezone"];
 const TASK_KEYS: &[&str] = &["name", "service", "container", "command", "timeout"];
 const LOG_KEYS: &[&str] = &["group", "pattern", "max"];
 const HEALTH_KEYS: &[&str] = &["url", "expect_status"];
@@ -257,6 +260,10 @@ impl Checker {
             Some(n) => self.verify(n),
             None => Some(Verify::default()),
         };
+        let freeze = match self.optional(&f, "freeze") {
+            Some(n) => self.freeze(n),
+            None => Some(Vec::new()),
+        };
         let pre_deploy = match self.optional(&f, "hooks") {
             Some(n) => self.hooks(n),
             None => Some(Vec::new()),
@@ -288,6 +295,7 @@ impl Checker {
             hotfix,
             services: services?,
             pre_deploy: pre_deploy?,
+            freeze: freeze?,
             verify: verify?,
             drift: drift?,
         })
@@ -434,6 +442,103 @@ impl Checker {
             }
         }
         ok.then_some(v)
+    }
+
+    fn freeze(&mut self, node: &Node) -> Option<Vec<FreezeWindow>> {
+        let Node::Seq { items, .. } = node else {
+            self.at(
+                node.at(),
+                format!("`freeze` must be a list of windows like `- {{days: [fri], from: \"16:00\", to: \"08:00\"}}`, found {}", node.kind()),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in items {
+            match self.freeze_window(item) {
+                Some(w) => out.push(w),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn freeze_window(&mut self, node: &Node) -> Option<FreezeWindow> {
+        let what = "a freeze window";
+        let f = self.fields(node, what, FREEZE_KEYS)?;
+        let days = match self.optional(&f, "days") {
+            None => Some(Vec::new()),
+            Some(Node::Seq { items, .. }) => {
+                let mut days = Vec::new();
+                let mut ok = true;
+                for item in items {
+                    let s = self.string(item, "days")?;
+                    match freeze::parse_day(&s) {
+                        Some(d) => days.push(d),
+                        None => {
+                            self.at(
+                                item.at(),
+                                format!(
+                                    "`{}` is not a day; use mon, tue, wed, thu, fri, sat or sun",
+                                    truncate(&s, 20)
+                                ),
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                ok.then_some(days)
+            }
+            Some(other) => {
+                self.at(
+                    other.at(),
+                    format!(
+                        "`days` must be a list of days like `[fri, sat]`, found {}",
+                        other.kind()
+                    ),
+                );
+                None
+            }
+        };
+        let mut time = |key: &str| {
+            let n = self.required(&f, node, key, what, "\"16:00\"")?;
+            let s = self.string(n, key)?;
+            match freeze::parse_time(&s) {
+                Some(t) => Some(t),
+                None => {
+                    self.at(n.at(), format!("`{key}: {}` is not a time; write 24-hour HH:MM in quotes, e.g. `{key}: \"16:00\"`", truncate(&s, 20)));
+                    None
+                }
+            }
+        };
+        let from = time("from");
+        let to = time("to");
+        let (timezone, tz) = match self.optional(&f, "timezone") {
+            None => ("UTC".to_string(), Some(jiff::tz::TimeZone::UTC)),
+            Some(n) => {
+                let s = self.string(n, "timezone")?;
+                match freeze::parse_timezone(&s) {
+                    Some(tz) => (s, Some(tz)),
+                    None => {
+                        self.at(n.at(), format!("`timezone: {}` is not an IANA time zone; use a name like Asia/Riyadh or Europe/Berlin", truncate(&s, 40)));
+                        (s, None)
+                    }
+                }
+            }
+        };
+        if let (Some(a), Some(b)) = (from, to)
+            && a == b
+        {
+            self.at(node.at(), "a freeze window's `from` and `to` are equal; give it a length (`to` before `from` runs past midnight)");
+            return None;
+        }
+        Some(FreezeWindow {
+            days: days?,
+            from: from?,
+            to: to?,
+            timezone,
+            tz: tz?,
+        })
     }
 
     fn hooks(&mut self, node: &Node) -> Option<Vec<TaskHook>> {

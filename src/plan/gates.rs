@@ -2,14 +2,54 @@
 //! checks watched in flight (alarms, health). Unknown is never healthy.
 
 use super::{AlarmState, Check, Ctx, Gate, GateName, Upstream};
+use crate::desired::freeze::frozen_until;
+use crate::record::Record;
 
 impl Ctx<'_> {
-    pub(super) fn gates(&self) -> Vec<Gate> {
+    pub(super) fn gates(&self, r: &Record) -> Vec<Gate> {
         let mut gates = vec![self.image_gate(), self.alarm_gate()];
         if let Some(g) = self.promotion_gate() {
             gates.push(g);
         }
+        if let Some(g) = self.freeze_gate(r) {
+            gates.push(g);
+        }
         gates
+    }
+
+    /// No new release inside a freeze window; a hotfix goes through, and so does a release the
+    /// environment verified before (a rollback committed to git during the freeze).
+    fn freeze_gate(&self, r: &Record) -> Option<Gate> {
+        let d = self.desired;
+        if d.freeze.is_empty() {
+            return None;
+        }
+        let (passed, detail) = match frozen_until(&d.freeze, self.now) {
+            None => (true, "no freeze window covers now".to_string()),
+            Some((_, until)) => match &d.hotfix {
+                Some(why) => (
+                    true,
+                    format!("frozen until {until}; skipped for hotfix: {why}"),
+                ),
+                None if r.verified.contains(&d.release)
+                    || r.last_good.as_ref() == Some(&d.release) =>
+                {
+                    (
+                        true,
+                        format!(
+                            "frozen until {until}; {} was verified here before, so this is a rollback and goes through",
+                            d.release.short()
+                        ),
+                    )
+                }
+                None => (false, format!("frozen until {until}")),
+            },
+        };
+        Some(Gate {
+            name: GateName::Freeze,
+            passed,
+            detail,
+        })
     }
 
     /// Every service's image must exist before anything is written.

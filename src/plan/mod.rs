@@ -140,15 +140,17 @@ pub enum GateName {
     Promotion,
     Service,
     RecordUnreadable,
+    Freeze,
 }
 
 impl GateName {
-    pub const ALL: [GateName; 5] = [
+    pub const ALL: [GateName; 6] = [
         GateName::Image,
         GateName::Alarm,
         GateName::Promotion,
         GateName::Service,
         GateName::RecordUnreadable,
+        GateName::Freeze,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -158,6 +160,7 @@ impl GateName {
             GateName::Promotion => "promotion",
             GateName::Service => "service",
             GateName::RecordUnreadable => "record_unreadable",
+            GateName::Freeze => "freeze",
         }
     }
 }

@@ -143,7 +143,7 @@ impl Ctx<'_> {
             self.restore_last_good(&mut p, r, UpdateWhy::Restore);
             return self.go(p, Phase::Drifted, Why::Superseded);
         }
-        let gates = self.gates();
+        let gates = self.gates(r);
         if gates.iter().all(|g| g.passed) {
             return self.start_deploy(r, gates, Why::Superseded);
         }

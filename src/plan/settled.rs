@@ -18,7 +18,7 @@ impl Ctx<'_> {
         let at_desired = r.last_good.as_ref() == Some(d) && !self.overrides_pending(r);
         let held = r.rejected.as_ref().filter(|(x, _)| x == d);
         if !at_desired && held.is_none() {
-            let gates = self.gates();
+            let gates = self.gates(r);
             if gates.iter().all(|g| g.passed) {
                 return self.start_deploy(r, gates, Why::NewRelease);
             }

@@ -800,6 +800,46 @@ fn cases() -> Vec<Case> {
             says: "not found in cluster c",
             record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- hooks=- no-write",
         },
+        // ---- freeze windows ----
+        Case {
+            name: "InSync -> Blocked inside a freeze window",
+            desired: desired('b', "freeze:\n  - from: \"00:00\"\n    to: \"23:59\"\n    timezone: Asia/Riyadh\n"),
+            observed: observed(steady(GOOD)),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::Blocked,
+            actions: &[],
+            says: "freeze gate: frozen until 2027-01-15 23:59 +03 (Asia/Riyadh)",
+            record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- hooks=- no-write",
+        },
+        Case {
+            name: "a hotfix deploys inside a freeze window",
+            desired: desired('b', "hotfix: INC-7 outage\nfreeze:\n  - from: \"00:00\"\n    to: \"23:59\"\n"),
+            observed: observed(steady(GOOD)),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::Deploying,
+            actions: &["deploy web"],
+            says: "deploying bbbbbbb",
+            record_after: "Deploying(b) since=100 good=a rejected=- verified=a web=web:1/- hooks=- persist",
+        },
+        Case {
+            name: "a rollback to a release verified before goes through a freeze window",
+            desired: desired('b', "freeze:\n  - from: \"00:00\"\n    to: \"23:59\"\n"),
+            observed: observed(steady(OTHER)),
+            record: Some({
+                let mut r = record(Phase::InSync, 0, None, None);
+                r.last_good = Some(rel('c'));
+                r.verified = vec![rel('c'), rel('b'), rel('a')];
+                r.services.get_mut("web").unwrap().last_good_task_definition = Some(OTHER.into());
+                r
+            }),
+            now: 100,
+            phase: Phase::Deploying,
+            actions: &["deploy web"],
+            says: "deploying bbbbbbb",
+            record_after: "Deploying(b) since=100 good=c rejected=- verified=cba web=web:3/- hooks=- persist",
+        },
         // ---- release hooks ----
         Case {
             name: "InSync -> Deploying runs the pre-deploy hook first, touching no service",
