@@ -42,10 +42,11 @@ pub enum PhaseKind {
     RollingBack,
     Rejected,
     Drifted,
+    Suspended,
 }
 
 impl PhaseKind {
-    pub const ALL: [PhaseKind; 7] = [
+    pub const ALL: [PhaseKind; 8] = [
         PhaseKind::InSync,
         PhaseKind::Blocked,
         PhaseKind::Deploying,
@@ -53,6 +54,7 @@ impl PhaseKind {
         PhaseKind::RollingBack,
         PhaseKind::Rejected,
         PhaseKind::Drifted,
+        PhaseKind::Suspended,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +66,7 @@ impl PhaseKind {
             PhaseKind::RollingBack => "RollingBack",
             PhaseKind::Rejected => "Rejected",
             PhaseKind::Drifted => "Drifted",
+            PhaseKind::Suspended => "Suspended",
         }
     }
 
@@ -115,6 +118,8 @@ pub enum Phase {
         reason: Reason,
     },
     Drifted,
+    /// `suspend: true`: observed and reported, nothing written. Never in the record.
+    Suspended,
 }
 
 impl Phase {
@@ -127,6 +132,7 @@ impl Phase {
             Phase::RollingBack { .. } => PhaseKind::RollingBack,
             Phase::Rejected { .. } => PhaseKind::Rejected,
             Phase::Drifted => PhaseKind::Drifted,
+            Phase::Suspended => PhaseKind::Suspended,
         }
     }
 
@@ -398,6 +404,7 @@ impl Record {
             PhaseKind::InSync => Phase::InSync,
             PhaseKind::Blocked => Phase::Blocked,
             PhaseKind::Drifted => Phase::Drifted,
+            PhaseKind::Suspended => Phase::Suspended,
             PhaseKind::Deploying => Phase::Deploying { target: target()? },
             PhaseKind::Baking => Phase::Baking { target: target()? },
             PhaseKind::RollingBack => {

@@ -1029,3 +1029,43 @@ async fn a_freeze_window_covering_now_blocks_a_release_and_lets_a_hotfix_through
     let e = wait_verified(&d, "prod", &sha(2));
     assert!(e["history"].to_string().contains("new_release"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn suspend_writes_nothing_reports_drift_and_resumes_when_the_key_goes() {
+    let (w, td1) = world(false, "1s").await;
+    let d = w.start(&[]);
+    d.wait_phase("prod", "InSync", T);
+    w.commit("prod", &format!("{}suspend: true\n", prod(&sha(2), "1s")));
+    d.wait_phase("prod", "Suspended", T);
+    // Someone changes the service by hand while the environment is suspended.
+    let other = hand_update(&w).await;
+    let e = wait_for(T, "the drift reported", || {
+        let e = d.env("prod")?;
+        e["message"]
+            .as_str()?
+            .contains("drift seen: web")
+            .then_some(e)
+    });
+    assert_eq!(e["phase"], "Suspended");
+    w.sim.reset_calls();
+    passes(&d, "prod", 3);
+    assert_eq!(
+        writes(&w),
+        0,
+        "nothing written while suspended, not even the record: {:?}",
+        w.sim.calls()
+    );
+    assert_eq!(
+        w.current_td("c", "web").await,
+        other,
+        "the drift is left as it is"
+    );
+    assert!(
+        w.sim.call_count("ecs:DescribeServices") > 0,
+        "still observed"
+    );
+    // The key goes away: the environment resumes from its record and deploys sha(2).
+    w.commit("prod", &prod(&sha(2), "1s"));
+    wait_verified(&d, "prod", &sha(2));
+    assert_ne!(w.current_td("c", "web").await, td1);
+}

@@ -371,6 +371,14 @@ fn cases() -> Vec<(
             "is 3 characters",
         ),
         (
+            "suspend not a boolean",
+            "prod.yaml",
+            format!("{v}suspend: maybe\n"),
+            11,
+            10,
+            "is not true or false",
+        ),
+        (
             "freeze day misspelled",
             "prod.yaml",
             format!("{v}freeze:\n  - days: [friday]\n    from: \"16:00\"\n    to: \"08:00\"\n"),

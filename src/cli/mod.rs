@@ -57,6 +57,7 @@ pub async fn plan(repo: &str, branch: &str, path: &str, envs: &[String]) -> anyh
             &snap.revision,
             &crate::controller::SystemClock,
             Duration::from_secs(10),
+            false,
         )
         .await
         {

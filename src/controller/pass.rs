@@ -26,8 +26,10 @@ pub async fn decide(
     revision: &str,
     clock: &dyn super::Clock,
     interval: std::time::Duration,
+    resumed: bool,
 ) -> Result<Pass, ApplyError> {
-    let (observed, record) = observe.observe(desired, upstream, revision).await?;
+    let (mut observed, record) = observe.observe(desired, upstream, revision).await?;
+    observed.resumed = resumed;
     let now = clock.now();
     let plan = plan::plan(desired, &observed, &record, now, interval);
     Ok(Pass {
@@ -52,6 +54,7 @@ pub async fn reconcile_once(
         revision,
         shared.clock.as_ref(),
         shared.interval,
+        *reported == Some(PhaseKind::Suspended) && !desired.suspend,
     )
     .await?;
     let applied = shared

@@ -154,6 +154,8 @@ pub struct DesiredState {
     pub services: BTreeMap<String, ServiceSpec>,
     /// `hooks.pre_deploy`, in the order they run.
     pub pre_deploy: Vec<TaskHook>,
+    /// `suspend: true`: observe and report only; nothing at all is written to AWS.
+    pub suspend: bool,
     /// Windows in which no new release starts (hotfixes and rollbacks still do).
     pub freeze: Vec<freeze::FreezeWindow>,
     pub verify: Verify,

@@ -22,6 +22,7 @@ const TOP_KEYS: &[&str] = &[
     "services",
     "hooks",
     "freeze",
+    "suspend",
     "verify",
     "drift",
 ];
@@ -260,6 +261,17 @@ impl Checker {
             Some(n) => self.verify(n),
             None => Some(Verify::default()),
         };
+        let suspend = match self.optional(&f, "suspend") {
+            None => Some(false),
+            Some(n) => match self.string(n, "suspend")?.as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                other => {
+                    self.at(n.at(), format!("`suspend: {}` is not true or false; `suspend: true` stops all writes to AWS for this environment", truncate(other, 20)));
+                    None
+                }
+            },
+        };
         let freeze = match self.optional(&f, "freeze") {
             Some(n) => self.freeze(n),
             None => Some(Vec::new()),
@@ -296,6 +308,7 @@ impl Checker {
             services: services?,
             pre_deploy: pre_deploy?,
             freeze: freeze?,
+            suspend: suspend?,
             verify: verify?,
             drift: drift?,
         })

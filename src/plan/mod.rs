@@ -190,6 +190,9 @@ pub enum Why {
     RecordUnreadable,
     Drift,
     InSync,
+    Suspended,
+    /// A bake restarted after a suspension.
+    Resumed,
 }
 
 impl Why {
@@ -206,6 +209,8 @@ impl Why {
             Why::RecordUnreadable => "record_unreadable",
             Why::Drift => "drift",
             Why::InSync => "in_sync",
+            Why::Suspended => "suspended",
+            Why::Resumed => "resumed",
         }
     }
 }
@@ -395,13 +400,20 @@ pub fn plan(
         }
         None => ctx.adopt(),
     };
+    if desired.suspend {
+        let mut p = ctx.finish(ctx.suspended(&record));
+        p.persist = false;
+        return p;
+    }
     let mut p = match &record.phase {
         Phase::Deploying { target } => ctx.deploying(&record, target),
         Phase::Baking { target } => ctx.baking(&record, target),
         Phase::RollingBack { release, reason } => ctx.rolling_back(&record, release, *reason),
-        Phase::InSync | Phase::Blocked | Phase::Rejected { .. } | Phase::Drifted => {
-            ctx.settled(&record)
-        }
+        Phase::InSync
+        | Phase::Blocked
+        | Phase::Rejected { .. }
+        | Phase::Drifted
+        | Phase::Suspended => ctx.settled(&record),
     };
     // The hooks of the release in flight (or just rejected by one), judged against the
     // attempt that ran them.
@@ -556,6 +568,34 @@ impl Ctx<'_> {
             p.record.source_revision = self.obs.source_revision.clone();
         }
         p
+    }
+
+    /// `suspend: true`: what is seen is reported (drift included), nothing is done or written.
+    fn suspended(&self, r: &Record) -> Plan {
+        // A service on the revision of the release in flight is not drift.
+        let drifted: Vec<&str> = self
+            .services()
+            .filter(|(n, s)| {
+                s.current() != self.last_good_td(r, n)
+                    && r.service(n).target_task_definition.as_deref() != Some(s.current())
+            })
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let mut message = format!(
+            "suspended (`suspend: true` in desired-state/{}.yaml): observing only, nothing is written to AWS",
+            self.desired.environment
+        );
+        if !drifted.is_empty() {
+            message.push_str(&format!(
+                "; drift seen: {} not on the recorded task definition",
+                drifted.join(", ")
+            ));
+        }
+        let p = self.base(r, message);
+        if self.from == Some(PhaseKind::Suspended) {
+            return p;
+        }
+        self.go(p, Phase::Suspended, Why::Suspended)
     }
 
     fn missing_services(&self, record: &Record) -> Plan {

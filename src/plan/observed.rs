@@ -235,6 +235,10 @@ pub struct Observed {
     pub task_runs: BTreeMap<String, Result<Option<TaskRun>, String>>,
     /// Per `verify.logs` group: events matching its pattern since the rollout completed.
     pub log_counts: BTreeMap<String, Result<u64, String>>,
+    /// The controller's previous pass found the environment suspended (it writes nothing while
+    /// suspended, so only its memory can say so): a bake in progress starts again, since
+    /// nothing acted on what was seen meanwhile.
+    pub resumed: bool,
 }
 
 /// What the observer must read for the next decision (so a pass in sync stays cheap).

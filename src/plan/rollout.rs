@@ -375,6 +375,22 @@ impl Ctx<'_> {
         if let Check::Failed(m) = &logs {
             return self.start_rollback(r, target, Reason::LogErrors, m.clone());
         }
+        if self.obs.resumed {
+            // Nothing acted on what happened while suspended: the bake starts again.
+            let mut p = self.base(
+                r,
+                format!(
+                    "resumed after a suspension: the bake of {} starts again ({})",
+                    target.short(),
+                    format_duration(self.desired.verify.bake)
+                ),
+            );
+            p.actions = task_actions;
+            let phase = Phase::Baking {
+                target: target.clone(),
+            };
+            return self.go(p, phase, Why::Resumed);
+        }
         let bake = self.desired.verify.bake;
         let elapsed = self.now.duration_since(r.since).unwrap_or_default();
         let unknown: Vec<String> = [&alarms, &health, &tasks, &logs]

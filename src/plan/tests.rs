@@ -130,6 +130,7 @@ fn record(kind: Phase, since: u64, target: Option<char>, target_td: Option<&str>
         Phase::InSync => P::InSync,
         Phase::Blocked => P::Blocked,
         Phase::Drifted => P::Drifted,
+        Phase::Suspended => P::Suspended,
         Phase::Deploying => P::Deploying {
             target: rel(target.expect("Deploying needs a target")),
         },
@@ -799,6 +800,53 @@ fn cases() -> Vec<Case> {
             actions: &[],
             says: "not found in cluster c",
             record_after: "Blocked since=100 good=a rejected=- verified=a web=web:1/- hooks=- no-write",
+        },
+        // ---- suspend ----
+        Case {
+            name: "suspend: a new release in git is observed, not deployed, and nothing is written",
+            desired: desired('b', "suspend: true\n"),
+            observed: observed(steady(GOOD)),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::Suspended,
+            actions: &[],
+            says: "observing only, nothing is written to AWS",
+            record_after: "Suspended since=100 good=a rejected=- verified=a web=web:1/- hooks=- no-write",
+        },
+        Case {
+            name: "suspend: drift made by hand is shown, not corrected",
+            desired: desired('a', "suspend: true\n"),
+            observed: observed(steady(OTHER)),
+            record: Some(record(Phase::InSync, 0, None, None)),
+            now: 100,
+            phase: Phase::Suspended,
+            actions: &[],
+            says: "drift seen: web not on the recorded task definition",
+            record_after: "Suspended since=100 good=a rejected=- verified=a web=web:1/- hooks=- no-write",
+        },
+        Case {
+            name: "suspend: a rollout in flight is left alone, even when its alarm fires",
+            desired: desired('b', "suspend: true\n"),
+            observed: with(observed(steady(NEW)), |o| {
+                o.alarms = Some(Ok(BTreeMap::from([("web-5xx".to_string(), AlarmState::Alarm)])))
+            }),
+            record: Some(record(Phase::Baking, 0, Some('b'), Some(NEW))),
+            now: 30,
+            phase: Phase::Suspended,
+            actions: &[],
+            says: "suspended",
+            record_after: "Suspended since=30 good=a rejected=- verified=a web=web:1/web:2 hooks=- no-write",
+        },
+        Case {
+            name: "a bake interrupted by suspend starts again when the key goes away",
+            desired: desired('b', ""),
+            observed: with(observed(steady(NEW)), |o| o.resumed = true),
+            record: Some(record(Phase::Baking, 0, Some('b'), Some(NEW))),
+            now: 500,
+            phase: Phase::Baking,
+            actions: &[],
+            says: "resumed after a suspension: the bake of bbbbbbb starts again",
+            record_after: "Baking(b) since=500 good=a rejected=- verified=a web=web:1/web:2 hooks=- persist",
         },
         // ---- freeze windows ----
         Case {
