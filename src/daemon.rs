@@ -129,7 +129,16 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     let world = Arc::new(AwsWorld {
         observer: Observer::new(aws, health),
     });
+    let (notifier, notify_task) = crate::notify::notifier(metrics.clone(), cancel.clone())
+        .map_err(|e| anyhow::anyhow!("cannot build the HTTP client for notifications: {e}"))?;
+    tasks.spawn(async move {
+        let _ = notify_task.await;
+        Ok(())
+    });
+    let github_repo = gh.repo.as_ref().map(|r| format!("{}/{}", r.owner, r.name));
     let shared = Shared {
+        notifier: Some(notifier),
+        github_repo,
         observe: world.clone(),
         apply: world,
         clock: Arc::new(SystemClock),

@@ -14,6 +14,7 @@ pub mod desired;
 pub mod github;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod observe;
 pub mod plan;
 pub mod record;

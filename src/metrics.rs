@@ -21,6 +21,7 @@ pub struct Metrics {
     pub rollbacks: IntCounterVec,
     pub deployments: IntCounterVec,
     pub hook_runs: IntCounterVec,
+    pub notifications: IntCounterVec,
     pub gate_blocks: IntCounterVec,
     pub drift_corrections: IntCounterVec,
     pub reconcile_errors: IntCounterVec,
@@ -82,6 +83,11 @@ impl Metrics {
             "ecs_gitops_hook_runs_total",
             "Runs of pre-deploy hooks and verification tasks that ended, by result.",
             &["environment", "hook", "kind", "result"],
+        );
+        let notifications = counter(
+            "ecs_gitops_notifications_total",
+            "Notifications to chat and webhook targets, by result (sent, failed, dropped).",
+            &["environment", "target", "result"],
         );
         let deployments = counter(
             "ecs_gitops_deployments_total",
@@ -187,6 +193,7 @@ impl Metrics {
             rollbacks,
             deployments,
             hook_runs,
+            notifications,
             gate_blocks,
             drift_corrections,
             reconcile_errors,
@@ -248,11 +255,12 @@ impl Metrics {
 
     /// Every metric name this daemon exports.
     pub fn names(&self) -> Vec<String> {
-        let collectors: [&dyn Collector; 18] = [
+        let collectors: [&dyn Collector; 19] = [
             &self.phase,
             &self.rollbacks,
             &self.deployments,
             &self.hook_runs,
+            &self.notifications,
             &self.gate_blocks,
             &self.drift_corrections,
             &self.reconcile_errors,

@@ -371,6 +371,22 @@ fn cases() -> Vec<(
             "is 3 characters",
         ),
         (
+            "a notify target without a URL source",
+            "prod.yaml",
+            format!("{v}notify:\n  - format: slack\n"),
+            12,
+            5,
+            "needs `url_env`",
+        ),
+        (
+            "a notify target with an unknown transition",
+            "prod.yaml",
+            format!("{v}notify:\n  - url_env: SLACK\n    on: [deployed]\n"),
+            13,
+            10,
+            "`deployed` is not a transition to notify",
+        ),
+        (
             "suspend not a boolean",
             "prod.yaml",
             format!("{v}suspend: maybe\n"),

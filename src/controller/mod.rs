@@ -117,6 +117,10 @@ pub struct Shared {
     pub interval: Duration,
     /// GitHub deployment statuses and tags, when configured (best effort, never blocks).
     pub github: Option<crate::github::Reporter>,
+    /// Chat and webhook notifications (best effort, never blocks).
+    pub notifier: Option<crate::notify::Notifier>,
+    /// `owner/name` of the application repository, for commit links.
+    pub github_repo: Option<String>,
 }
 
 /// kube-runtime's defaults: 800 ms doubling to 30 s, with jitter, reset on success.

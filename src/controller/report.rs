@@ -38,6 +38,9 @@ pub fn pass_applied(
         .clone()
         .filter(|t| t.from == Some(t.to) || *reported != Some(t.to));
     *reported = Some(plan.phase());
+    if let (Some(t), Some(n)) = (&transition, &shared.notifier) {
+        notify(n, shared.github_repo.as_deref(), desired, plan, t, revision);
+    }
     if let Some(t) = &transition {
         tracing::info!(
             environment = env,
@@ -165,6 +168,69 @@ fn record_outcomes(m: &Metrics, env: &str, plan: &Plan) {
                 .with_label_values(&[env, name, kind.as_str(), result.as_str()])
                 .inc(),
         }
+    }
+}
+
+/// One message per `notify` target that asked for this transition.
+fn notify(
+    n: &crate::notify::Notifier,
+    github_repo: Option<&str>,
+    desired: &DesiredState,
+    plan: &Plan,
+    t: &Transition,
+    revision: &str,
+) {
+    use crate::desired::NotifyOn;
+    let kind = match (t.to, t.reason) {
+        (PhaseKind::Deploying, _) => NotifyOn::Deploying,
+        (PhaseKind::InSync, crate::plan::Why::Verified) => NotifyOn::Verified,
+        (PhaseKind::RollingBack, _) => NotifyOn::RolledBack,
+        (PhaseKind::Rejected, _) => NotifyOn::Rejected,
+        (PhaseKind::Blocked, _) => NotifyOn::Blocked,
+        _ => return,
+    };
+    let r = &plan.record;
+    let release = match &r.phase {
+        crate::record::Phase::RollingBack { release, .. }
+        | crate::record::Phase::Rejected { release, .. } => release.clone(),
+        crate::record::Phase::InSync => r.last_good.clone().unwrap_or(desired.release.clone()),
+        other => other.target().cloned().unwrap_or(desired.release.clone()),
+    };
+    let region = &desired.region;
+    let message = crate::notify::Message {
+        kind,
+        environment: desired.environment.clone(),
+        from: t.from.map(|p| p.as_str().to_string()),
+        to: t.to.as_str().to_string(),
+        reason: t.reason.as_str().to_string(),
+        commit_url: github_repo.map(|g| format!("https://github.com/{g}/commit/{release}")),
+        release,
+        last_good: r.last_good.clone(),
+        source_revision: revision.to_string(),
+        console_url: format!(
+            "https://{region}.console.aws.amazon.com/ecs/v2/clusters/{}/services?region={region}",
+            desired.cluster
+        ),
+        alarm_url: (t.reason.as_str() == "alarm").then(|| {
+            format!(
+                "https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#alarmsV2:"
+            )
+        }),
+    };
+    for (i, target) in desired.notify.iter().enumerate() {
+        if !target.on.contains(&kind) {
+            continue;
+        }
+        let label = match target.format {
+            crate::desired::NotifyFormat::Slack => format!("slack-{i}"),
+            crate::desired::NotifyFormat::Json => format!("json-{i}"),
+        };
+        n.send(crate::notify::Notification {
+            target: label,
+            url: target.url.clone(),
+            format: target.format,
+            message: message.clone(),
+        });
     }
 }
 

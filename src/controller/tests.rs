@@ -200,6 +200,8 @@ fn start(fake: &Arc<Fake>, interval: Duration, first: SourceStatus) -> Running {
         board: Board::default(),
         interval,
         github: None,
+        notifier: None,
+        github_repo: None,
     };
     let (tx, rx) = watch::channel(first);
     let cancel = CancellationToken::new();

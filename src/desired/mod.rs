@@ -94,6 +94,57 @@ pub struct TaskHook {
     pub timeout: Duration,
 }
 
+/// What a notification is about: a transition into one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotifyOn {
+    Deploying,
+    Verified,
+    RolledBack,
+    Blocked,
+    Rejected,
+}
+
+impl NotifyOn {
+    pub const ALL: [NotifyOn; 5] = [
+        NotifyOn::Deploying,
+        NotifyOn::Verified,
+        NotifyOn::RolledBack,
+        NotifyOn::Blocked,
+        NotifyOn::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyOn::Deploying => "deploying",
+            NotifyOn::Verified => "verified",
+            NotifyOn::RolledBack => "rolled_back",
+            NotifyOn::Blocked => "blocked",
+            NotifyOn::Rejected => "rejected",
+        }
+    }
+}
+
+/// Where the webhook URL of a notification target is kept: it is a secret, never in git.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlFrom {
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyFormat {
+    Slack,
+    Json,
+}
+
+/// One `notify` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyTarget {
+    pub url: UrlFrom,
+    pub format: NotifyFormat,
+    pub on: Vec<NotifyOn>,
+}
+
 /// `verify.logs`: more than `max` events matching `pattern` in `group` since the rollout
 /// completed fail the release.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +205,8 @@ pub struct DesiredState {
     pub services: BTreeMap<String, ServiceSpec>,
     /// `hooks.pre_deploy`, in the order they run.
     pub pre_deploy: Vec<TaskHook>,
+    /// Chat and webhook targets told about transitions.
+    pub notify: Vec<NotifyTarget>,
     /// `suspend: true`: observe and report only; nothing at all is written to AWS.
     pub suspend: bool,
     /// Windows in which no new release starts (hotfixes and rollbacks still do).

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use super::freeze::{self, FreezeWindow};
 use super::yaml::{self, Location, Node};
 use super::{
-    DEFAULT_HOOK_TIMEOUT, DesiredState, DriftMode, HealthCheck, LogCheck, Problem, Release,
-    ServiceSpec, TaskHook, Verify, parse_duration, truncate,
+    DEFAULT_HOOK_TIMEOUT, DesiredState, DriftMode, HealthCheck, LogCheck, NotifyFormat, NotifyOn,
+    NotifyTarget, Problem, Release, ServiceSpec, TaskHook, UrlFrom, Verify, parse_duration,
+    truncate,
 };
 
 const TOP_KEYS: &[&str] = &[
@@ -23,6 +24,7 @@ const TOP_KEYS: &[&str] = &[
     "hooks",
     "freeze",
     "suspend",
+    "notify",
     "verify",
     "drift",
 ];
@@ -37,6 +39,7 @@ const VERIFY_KEYS: &[&str] = &[
 ];
 const HOOKS_KEYS: &[&str] = &["pre_deploy"];
 const FREEZE_KEYS: &[&str] = &["days", "from", "to", "timezone"];
+const NOTIFY_KEYS: &[&str] = &["url_env", "url_file", "format", "on"];
 const TASK_KEYS: &[&str] = &["name", "service", "container", "command", "timeout"];
 const LOG_KEYS: &[&str] = &["group", "pattern", "max"];
 const HEALTH_KEYS: &[&str] = &["url", "expect_status"];
@@ -272,6 +275,24 @@ impl Checker {
                 }
             },
         };
+        let notify = match self.optional(&f, "notify") {
+            Some(Node::Seq { items, .. }) => {
+                let mut out = Vec::new();
+                let mut ok = true;
+                for item in items {
+                    match self.notify_target(item) {
+                        Some(t) => out.push(t),
+                        None => ok = false,
+                    }
+                }
+                ok.then_some(out)
+            }
+            Some(other) => {
+                self.at(other.at(), format!("`notify` must be a list of targets like `- url_env: SLACK_WEBHOOK_PROD`, found {}", other.kind()));
+                None
+            }
+            None => Some(Vec::new()),
+        };
         let freeze = match self.optional(&f, "freeze") {
             Some(n) => self.freeze(n),
             None => Some(Vec::new()),
@@ -309,6 +330,7 @@ impl Checker {
             pre_deploy: pre_deploy?,
             freeze: freeze?,
             suspend: suspend?,
+            notify: notify?,
             verify: verify?,
             drift: drift?,
         })
@@ -455,6 +477,88 @@ impl Checker {
             }
         }
         ok.then_some(v)
+    }
+
+    fn notify_target(&mut self, node: &Node) -> Option<NotifyTarget> {
+        let what = "a notify target";
+        let f = self.fields(node, what, NOTIFY_KEYS)?;
+        let url = match (self.optional(&f, "url_env"), self.optional(&f, "url_file")) {
+            (Some(n), None) => {
+                let s = self.string(n, "url_env")?;
+                let ok = !s.is_empty()
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && !s.as_bytes()[0].is_ascii_digit();
+                if !ok {
+                    self.at(n.at(), format!("`url_env: {}` is not an environment variable name; use letters, digits and `_`, e.g. SLACK_WEBHOOK_PROD", truncate(&s, 40)));
+                    return None;
+                }
+                UrlFrom::Env(s)
+            }
+            (None, Some(n)) => {
+                let s = self.string(n, "url_file")?;
+                if s.trim().is_empty() {
+                    self.at(
+                        n.at(),
+                        "`url_file` is empty; name the file that holds the webhook URL",
+                    );
+                    return None;
+                }
+                UrlFrom::File(PathBuf::from(s))
+            }
+            (Some(_), Some(n)) => {
+                self.at(n.at(), "give either `url_env` or `url_file`, not both");
+                return None;
+            }
+            (None, None) => {
+                self.at(node.at(), "a notify target needs `url_env` (an environment variable holding the webhook URL) or `url_file`; the URL itself is a secret and never goes in git");
+                return None;
+            }
+        };
+        let format = match self.optional(&f, "format") {
+            None => NotifyFormat::Slack,
+            Some(n) => match self.string(n, "format")?.as_str() {
+                "slack" => NotifyFormat::Slack,
+                "json" => NotifyFormat::Json,
+                other => {
+                    self.at(
+                        n.at(),
+                        format!(
+                            "`format: {}` is not a format; use `slack` or `json`",
+                            truncate(other, 20)
+                        ),
+                    );
+                    return None;
+                }
+            },
+        };
+        let on = match self.optional(&f, "on") {
+            None => NotifyOn::ALL.to_vec(),
+            Some(Node::Seq { items, .. }) => {
+                let mut on = Vec::new();
+                for item in items {
+                    let s = self.string(item, "on")?;
+                    match NotifyOn::ALL.into_iter().find(|k| k.as_str() == s) {
+                        Some(k) => on.push(k),
+                        None => {
+                            self.at(item.at(), format!("`{}` is not a transition to notify; use deploying, verified, rolled_back, blocked or rejected", truncate(&s, 20)));
+                            return None;
+                        }
+                    }
+                }
+                on
+            }
+            Some(other) => {
+                self.at(
+                    other.at(),
+                    format!(
+                        "`on` must be a list like `[verified, rolled_back]`, found {}",
+                        other.kind()
+                    ),
+                );
+                return None;
+            }
+        };
+        Some(NotifyTarget { url, format, on })
     }
 
     fn freeze(&mut self, node: &Node) -> Option<Vec<FreezeWindow>> {

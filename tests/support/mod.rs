@@ -313,3 +313,71 @@ pub async fn sdk_config(url: &str, region: &str) -> aws_config::SdkConfig {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// A loopback HTTP endpoint that records every POST body (a Slack or JSON webhook), answering
+/// 200, or after `hang` seconds when set.
+pub struct WebhookSink {
+    pub url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    hang: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl WebhookSink {
+    pub fn start() -> WebhookSink {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hang = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (b, h) = (bodies.clone(), hang.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (b, h) = (b.clone(), h.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() {
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let mut len = 0usize;
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:")
+                        {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    let _ = reader.read_exact(&mut body);
+                    let secs = h.load(Ordering::SeqCst);
+                    if secs > 0 {
+                        std::thread::sleep(Duration::from_secs(secs));
+                    }
+                    b.lock().unwrap().push((
+                        path,
+                        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                    ));
+                    let mut conn = conn;
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    );
+                });
+            }
+        });
+        WebhookSink { url, bodies, hang }
+    }
+
+    /// (path, body) of every delivery, in the order they arrived.
+    pub fn bodies(&self) -> Vec<(String, serde_json::Value)> {
+        self.bodies.lock().unwrap().clone()
+    }
+
+    pub fn hang(&self, secs: u64) {
+        self.hang.store(secs, std::sync::atomic::Ordering::SeqCst);
+    }
+}
