@@ -26,6 +26,7 @@ pub struct GitHubOptions {
     pub api_url: String,
     pub webhook_secret: Option<crate::github::Secret>,
     pub tag_environments: Vec<String>,
+    pub release_environments: Vec<String>,
 }
 
 pub struct RunOptions {
@@ -112,6 +113,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
                 crate::github::ReporterConfig {
                     repo: repo.clone(),
                     tag_environments: gh.tag_environments.clone(),
+                    release_environments: gh.release_environments.clone(),
                 },
                 metrics.clone(),
                 cancel.clone(),

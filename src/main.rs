@@ -74,6 +74,10 @@ struct GitHubArgs {
     /// Tag verified releases of this environment vYYYY.MM.DD-<sha7> (repeatable).
     #[arg(long = "tag-releases", value_name = "ENV", requires = "github_repo")]
     tag_releases: Vec<String>,
+    /// Also create a GitHub Release for the tag, with notes GitHub generates, when this
+    /// environment verifies a release (repeatable).
+    #[arg(long = "github-releases", value_name = "ENV", requires = "github_repo")]
+    github_releases: Vec<String>,
 }
 
 impl GitHubArgs {
@@ -113,6 +117,7 @@ impl GitHubArgs {
             api_url: self.github_api_url,
             webhook_secret,
             tag_environments: self.tag_releases,
+            release_environments: self.github_releases,
         })
     }
 }

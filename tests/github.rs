@@ -802,3 +802,39 @@ async fn a_restart_mid_bake_carries_on_the_open_deployment_and_a_newer_success_i
     });
     assert_no_secrets(&d);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn github_releases_are_made_for_verified_releases_with_generated_notes() {
+    let (mock, w) = prod_world().await;
+    w.commit("prod", &prod("prod", "prod", &sha(1), "1s"));
+    let dir = tempfile::tempdir().unwrap();
+    let token = secret_file(&dir, "token", TOKEN);
+    let mut args = github_args(&mock, &token);
+    args.extend(["--github-releases", "prod"]);
+    let d = w.start(&args);
+    d.wait_phase("prod", "InSync", T);
+    for n in [2u8, 3] {
+        w.commit("prod", &prod("prod", "prod", &sha(n), "1s"));
+        wait_for(T, "a release for the verified release", || {
+            mock.releases()
+                .iter()
+                .any(|t| t.ends_with(&sha(n)[..7]))
+                .then_some(())
+        });
+    }
+    let made: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/releases"))
+        .collect();
+    assert_eq!(made.len(), 2, "one release per verified release");
+    for r in &made {
+        assert_eq!(r.body["generate_release_notes"], true);
+        let tag = r.body["tag_name"].as_str().unwrap();
+        assert!(
+            tag.starts_with('v') && mock.tags().iter().any(|t| t.ends_with(tag)),
+            "{tag}"
+        );
+    }
+    assert_no_secrets(&d);
+}

@@ -39,6 +39,7 @@ struct State {
     head: String,
     etag: u64,
     files: BTreeMap<String, String>,
+    releases: Vec<String>,
     /// (id, sha, environment, states oldest first)
     deployments: Vec<(u64, String, String, Vec<String>)>,
 }
@@ -92,6 +93,11 @@ impl GitHubMock {
     /// Deployments made: (id, sha, environment, states oldest first).
     pub fn deployments(&self) -> Vec<(u64, String, String, Vec<String>)> {
         self.state.lock().unwrap().deployments.clone()
+    }
+
+    /// Tags of the GitHub Releases made.
+    pub fn releases(&self) -> Vec<String> {
+        self.state.lock().unwrap().releases.clone()
     }
 
     pub fn tags(&self) -> Vec<String> {
@@ -287,6 +293,23 @@ fn route(req: &Request, state: &Mutex<State>) -> (u16, String, Value) {
                     "repository_url": format!("https://api.github.com/repos/{o}/{r}")
                 }),
             )
+        }
+        ("POST", ["repos", o, r, "releases"]) => {
+            let tag = req.body["tag_name"].as_str().unwrap_or("").to_string();
+            if s.releases.contains(&tag) {
+                (
+                    422,
+                    String::new(),
+                    json!({"message": "Validation Failed", "errors": [{"resource": "Release", "code": "already_exists", "field": "tag_name"}]}),
+                )
+            } else {
+                s.releases.push(tag.clone());
+                (
+                    201,
+                    String::new(),
+                    json!({"id": 1, "tag_name": tag, "name": req.body["name"], "html_url": format!("https://github.com/{o}/{r}/releases/tag/{tag}")}),
+                )
+            }
         }
         ("POST", ["repos", o, r, "git", "refs"]) => {
             let tag = req.body["ref"].as_str().unwrap_or("").to_string();
