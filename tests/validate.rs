@@ -39,6 +39,14 @@ fn cases() -> Vec<(
             "YAML syntax error",
         ),
         (
+            "an unclosed list is reported where it was opened",
+            "prod.yaml",
+            with("  alarms: [a]", "  alarms: [a, b"),
+            9,
+            11,
+            "`[` opened here is never closed; add the `]`",
+        ),
+        (
             "tab indentation",
             "prod.yaml",
             with("  web:\n", "\tweb:\n"),

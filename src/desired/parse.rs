@@ -75,6 +75,13 @@ pub fn parse(path: &Path, text: &str) -> Result<DesiredState, Vec<Problem>> {
             return Err(c.problems);
         }
         Err(e) => {
+            if let Some((open, bracket)) = e.unclosed {
+                let close = if bracket == '[' { ']' } else { '}' };
+                c.at(
+                    open,
+                    format!("`{bracket}` opened here is never closed; add the `{close}` (the YAML parser gave up at line {})", e.at.line),
+                );
+            }
             c.at(e.at, e.message);
             return Err(c.problems);
         }

@@ -97,6 +97,9 @@ impl Node {
 pub struct YamlError {
     pub at: Location,
     pub message: String,
+    /// For a syntax error after an unclosed `[` or `{`: where it was opened (the parser only
+    /// notices further down, where it gives up).
+    pub unclosed: Option<(Location, char)>,
 }
 
 impl YamlError {
@@ -104,8 +107,55 @@ impl YamlError {
         YamlError {
             at,
             message: message.into(),
+            unclosed: None,
         }
     }
+}
+
+/// The innermost flow collection (`[` or `{`) still open at `upto`: quoted strings and
+/// comments are skipped; a new line at column 1 ends any flow context's claim (a flow
+/// collection that runs into the next top-level key is the usual mistake).
+fn unclosed_flow(text: &str, upto: Location) -> Option<(Location, char)> {
+    let mut stack: Vec<(Location, char)> = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut prev = ' ';
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line_no > upto.line {
+            break;
+        }
+        let mut chars = line.chars().enumerate().peekable();
+        while let Some((col, c)) = chars.next() {
+            if line_no == upto.line && col + 1 >= upto.col {
+                break;
+            }
+            match quote {
+                Some('"') if c == '\\' => {
+                    chars.next();
+                }
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None => match c {
+                    '"' | '\'' => quote = Some(c),
+                    '#' if prev.is_whitespace() => break,
+                    '[' | '{' => stack.push((
+                        Location {
+                            line: line_no,
+                            col: col + 1,
+                        },
+                        c,
+                    )),
+                    ']' | '}' => {
+                        stack.pop();
+                    }
+                    _ => {}
+                },
+            }
+            prev = c;
+        }
+        prev = ' ';
+    }
+    stack.pop()
 }
 
 enum Frame {
@@ -142,10 +192,10 @@ pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
     let mut documents = 0usize;
     loop {
         let (event, marker) = parser.next_token().map_err(|e| {
-            YamlError::new(
-                e.marker().into(),
-                format!("YAML syntax error: {}", e.info()),
-            )
+            let at: Location = e.marker().into();
+            let mut err = YamlError::new(at, format!("YAML syntax error: {}", e.info()));
+            err.unclosed = unclosed_flow(text, at).filter(|(open, _)| *open != at);
+            err
         })?;
         let at = Location::from(&marker);
         let node = match event {
