@@ -71,6 +71,26 @@ pub struct EnvironmentStatus {
     pub gates: Vec<GateStatus>,
     #[serde(default)]
     pub hooks: Vec<HookStatus>,
+    /// The environment whose verified releases this one takes (`promote_from`).
+    #[serde(default)]
+    pub promote_from: Option<String>,
+    /// While Baking: when the bake began (milliseconds since the epoch) and how long it is.
+    #[serde(default)]
+    pub bake_started_ms: Option<u64>,
+    #[serde(default)]
+    pub bake_seconds: Option<u64>,
+    /// The ECS console page of the environment's services.
+    #[serde(default)]
+    pub console_url: Option<String>,
+    /// The running release's commit on GitHub (`--github-repo`).
+    #[serde(default)]
+    pub commit_url: Option<String>,
+    /// The desired-state commit on GitHub (`--github-repo`).
+    #[serde(default)]
+    pub source_url: Option<String>,
+    /// The CloudWatch alarms page, when the file names alarms.
+    #[serde(default)]
+    pub alarms_url: Option<String>,
     /// The last pass's error, if it failed (the phase is then the last known one).
     pub error: Option<String>,
     /// Problems of the environment's file at the current revision, if it is invalid.

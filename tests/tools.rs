@@ -319,3 +319,153 @@ async fn the_status_page_shows_each_environment_and_its_phase_in_chromium() {
         png.len()
     );
 }
+
+/// Every `id="..."` in the page appears once.
+fn duplicate_ids(dom: &str) -> Vec<String> {
+    let mut seen = std::collections::BTreeMap::new();
+    for part in dom.split(" id=\"").skip(1) {
+        let id = part.split('"').next().unwrap_or("").to_string();
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    seen.into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(id, _)| id)
+        .collect()
+}
+
+fn bake_width(dom: &str) -> u32 {
+    let at = dom
+        .find("class=\"bar\" style=\"width:")
+        .expect("a bake bar");
+    dom[at + 25..].split('%').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_shows_the_pipeline_a_bake_bar_that_moves_and_a_timeline_with_the_rollback() {
+    let w = World::new().await;
+    for c in ["staging", "prod"] {
+        w.cluster(c).await;
+        w.service(c, "web", "web", &sha(1), false).await;
+    }
+    for n in 1..=3 {
+        w.image("web", &sha(n)).await;
+    }
+    w.alarm("web-5xx").await;
+    let file = |env: &str, release: &str, extra: &str, bake: &str| {
+        World::yaml(
+            env,
+            env,
+            release,
+            &[("web", "web")],
+            &format!("{extra}verify:\n  alarms: [web-5xx]\n  bake: {bake}\n"),
+        )
+    };
+    w.commit("staging", &file("staging", &sha(1), "", "1s"));
+    w.commit(
+        "prod",
+        &file("prod", &sha(1), "promote_from: staging\n", "40s"),
+    );
+    let d = w.start(&[]);
+    d.wait_phase("staging", "InSync", T);
+    d.wait_phase("prod", "InSync", T);
+    w.commit("staging", &file("staging", &sha(2), "", "1s"));
+    wait_for(T, "staging verified sha(2)", || {
+        (d.env("staging")?["last_good_release"] == sha(2).as_str()).then_some(())
+    });
+    // A bad release in staging, rolled back on its alarm; then prod takes sha(2) and bakes.
+    w.commit("staging", &file("staging", &sha(3), "", "30s"));
+    d.wait_phase("staging", "Baking", T);
+    w.set_alarm("web-5xx", "ALARM").await;
+    d.wait_phase("staging", "Rejected", T);
+    w.set_alarm("web-5xx", "OK").await;
+    w.commit(
+        "prod",
+        &file("prod", &sha(2), "promote_from: staging\n", "40s"),
+    );
+    d.wait_phase("prod", "Baking", T);
+    let url = format!("{}/", d.url);
+    let out = chromium(&["--dump-dom"], &url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = String::from_utf8_lossy(&out.stdout).to_string();
+    // The pipeline: staging, then the arrow to prod, then prod.
+    let (s, p) = (
+        dom.find("id=\"stage-staging\"")
+            .expect("staging in the pipeline"),
+        dom.find("id=\"stage-prod\"").expect("prod in the pipeline"),
+    );
+    assert!(s < p, "promotion order");
+    let arrow = &dom[s..p];
+    assert!(
+        arrow.contains("class=\"arrow"),
+        "an arrow between the stages: {arrow}"
+    );
+    // The bake bar follows the time left.
+    let first = bake_width(&dom);
+    let later = wait_for(T, "the bake bar to move", || {
+        let out = chromium(&["--dump-dom"], &url);
+        let w2 = bake_width(&String::from_utf8_lossy(&out.stdout));
+        (w2 > first).then_some(w2)
+    });
+    assert!(later <= 100 && later > first, "{first}% then {later}%");
+    assert!(dom.contains("role=\"progressbar\""));
+    // The timeline marks the rollback with its reason.
+    let staging = &dom[dom.find("id=\"detail-staging\"").unwrap()..];
+    let svg = &staging[staging.find("<svg").expect("a timeline")..];
+    let svg = &svg[..svg.find("</svg>").unwrap()];
+    assert!(
+        svg.contains("class=\"mark rollback\"") && svg.contains("alarm"),
+        "{svg}"
+    );
+    // Accessible structure: unique ids, headers on every table, phases written out.
+    assert!(
+        duplicate_ids(&dom).is_empty(),
+        "duplicate ids: {:?}",
+        duplicate_ids(&dom)
+    );
+    for table in dom.split("<table").skip(1) {
+        let table = table.split("</table>").next().unwrap();
+        assert!(table.contains("<th"), "a table without headers: {table}");
+    }
+    assert!(dom.contains(">Baking<") && dom.contains(">Rejected<"));
+    assert!(dom.contains("name=\"viewport\""));
+    // Screenshots: a phone, and the dark scheme.
+    let artifacts = support::root().join("tests/artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let mut sizes = Vec::new();
+    for (name, extra) in [
+        ("status-page-phone.png", vec!["--window-size=390,1600"]),
+        (
+            "status-page-dark.png",
+            vec![
+                "--window-size=1280,1400",
+                "--force-dark-mode",
+                "--blink-settings=preferredColorScheme=0",
+            ],
+        ),
+        ("status-page-wide.png", vec!["--window-size=1280,1400"]),
+    ] {
+        let shot = artifacts.join(name);
+        let _ = std::fs::remove_file(&shot);
+        let mut args = extra.clone();
+        let arg = format!("--screenshot={}", shot.display());
+        args.push(&arg);
+        let out = chromium(&args, &url);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let png = std::fs::read(&shot).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 5_000,
+            "{name}: {} bytes",
+            png.len()
+        );
+        sizes.push(png);
+    }
+    assert_ne!(sizes[1], sizes[2], "the dark scheme renders differently");
+}

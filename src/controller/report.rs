@@ -1,14 +1,12 @@
 //! What a pass tells the world after it was applied: metrics, the `phase changed` log line,
 //! the status board, and GitHub. Never ahead of what happened.
 
-use std::time::SystemTime;
-
 use crate::desired::{DesiredState, Release};
 use crate::github::Event;
 use crate::metrics::{Metrics, ReleaseKind};
 use crate::plan::{HookKind, HookResult, Observed, Outcome, Plan, Transition};
 use crate::record::{PhaseKind, Record};
-use crate::status::{Board, GateStatus, HistoryEntry, HookStatus, ServiceStatus, rfc3339};
+use crate::status::{GateStatus, HistoryEntry, HookStatus, ServiceStatus, rfc3339};
 
 use super::Shared;
 use super::pass::Pass;
@@ -63,15 +61,7 @@ pub fn pass_applied(
         plan.record.last_good.as_ref().map(Release::as_str),
     );
     m.pass_completed(env);
-    board(
-        &shared.board,
-        desired,
-        pass,
-        revision,
-        running,
-        transition,
-        shared.clock.now(),
-    );
+    board(shared, desired, pass, revision, running, transition);
 }
 
 /// What GitHub should hear about this pass.
@@ -269,14 +259,15 @@ fn log_url(region: &str, group: &str, stream: &str) -> String {
 }
 
 fn board(
-    board: &Board,
+    shared: &Shared,
     desired: &DesiredState,
     pass: &Pass,
     revision: &str,
     running: Option<String>,
     transition: Option<Transition>,
-    now: SystemTime,
 ) {
+    let (board, now) = (&shared.board, shared.clock.now());
+    let github_repo = shared.github_repo.as_deref();
     let plan = &pass.plan;
     let obs = &pass.observed;
     let services: Vec<ServiceStatus> = desired
@@ -337,6 +328,32 @@ fn board(
                     .map(|(g, st)| log_url(&desired.region, g, st)),
             })
             .collect();
+        s.promote_from = desired.promote_from.clone();
+        let region = &desired.region;
+        s.console_url = Some(format!(
+            "https://{region}.console.aws.amazon.com/ecs/v2/clusters/{}/services?region={region}",
+            desired.cluster
+        ));
+        s.alarms_url = (!desired.verify.alarms.is_empty()).then(|| {
+            format!(
+                "https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#alarmsV2:"
+            )
+        });
+        s.commit_url = github_repo
+            .zip(s.running_release.as_ref())
+            .map(|(g, r)| format!("https://github.com/{g}/commit/{r}"));
+        s.source_url = github_repo.map(|g| format!("https://github.com/{g}/commit/{revision}"));
+        if let crate::record::Phase::Baking { .. } = r.phase {
+            s.bake_started_ms = r
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as u64);
+            s.bake_seconds = Some(desired.verify.bake.as_secs());
+        } else {
+            s.bake_started_ms = None;
+            s.bake_seconds = None;
+        }
         s.error = None;
         s.passes += 1;
         s.last_pass_at = Some(rfc3339(now));

@@ -21,6 +21,8 @@ use crate::metrics::Metrics;
 use crate::source::SourceStatus;
 use crate::status::{Board, StatusReport};
 
+pub mod page;
+
 /// Source failures in a row after which the daemon stops calling itself ready.
 pub const SOURCE_FAILURES_NOT_READY: u32 = 3;
 /// Webhook bodies larger than this are refused (a push event is a few KiB).
@@ -229,122 +231,14 @@ async fn github_hook(State(s): State<AppState>, headers: HeaderMap, body: Body) 
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn short(x: &Option<String>) -> String {
-    x.as_deref()
-        .map(|v| v.chars().take(7).collect())
-        .unwrap_or_else(|| "-".into())
-}
-
-/// The status page: server-rendered, no JavaScript, refreshes itself every 5 seconds.
 async fn page(State(s): State<AppState>) -> Html<String> {
-    Html(render_page(&s.report()))
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Html(page::render_page(&s.report(), now_ms))
 }
 
-pub fn render_page(r: &StatusReport) -> String {
-    let mut rows = String::new();
-    let mut details = String::new();
-    for e in &r.environments {
-        let message = e.error.as_deref().unwrap_or(&e.message);
-        rows.push_str(&format!(
-            "<tr id=\"env-{name}\"><td><a href=\"#detail-{name}\">{name}</a></td><td class=\"phase {phase}\">{phase}</td><td title=\"{dfull}\">{d}</td><td>{run}</td><td>{good}</td><td>{rej}</td><td>{since}</td><td>{msg}</td></tr>\n",
-            name = esc(&e.name),
-            phase = esc(&e.phase),
-            dfull = esc(e.desired_release.as_deref().unwrap_or("")),
-            d = esc(&short(&e.desired_release)),
-            run = esc(&short(&e.running_release)),
-            good = esc(&short(&e.last_good_release)),
-            rej = esc(&match (&e.rejected_release, &e.rejected_reason) {
-                (Some(r), Some(why)) => format!("{} ({why})", &r[..r.len().min(7)]),
-                _ => "-".into(),
-            }),
-            since = esc(e.since.as_deref().unwrap_or("-")),
-            msg = esc(message),
-        ));
-        let mut services = String::new();
-        for svc in &e.services {
-            services.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td></tr>",
-                esc(&svc.name),
-                esc(svc.task_definition.rsplit('/').next().unwrap_or_default()),
-                esc(&short(&svc.running_release)),
-                svc.running_count,
-                svc.desired_count
-            ));
-        }
-        let mut history = String::new();
-        for h in e.history.iter().take(5) {
-            history.push_str(&format!(
-                "<li>{} {} &rarr; {} ({}) {}</li>",
-                esc(&h.at),
-                esc(h.from.as_deref().unwrap_or("new")),
-                esc(&h.to),
-                esc(&h.reason),
-                esc(&short(&h.release))
-            ));
-        }
-        let mut hooks = String::new();
-        for h in &e.hooks {
-            let log = match (&h.log_url, &h.log_stream) {
-                (Some(url), Some(stream)) => {
-                    format!("<a href=\"{}\">{}</a>", esc(url), esc(stream))
-                }
-                _ => "-".into(),
-            };
-            hooks.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td class=\"hook {state}\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{log}</td></tr>",
-                esc(&h.name),
-                esc(&h.kind),
-                esc(h.task_arn.as_deref().map(|a| a.rsplit('/').next().unwrap_or(a)).unwrap_or("-")),
-                h.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                esc(h.reason.as_deref().unwrap_or("")),
-                state = esc(&h.state),
-            ));
-        }
-        let hooks = if hooks.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "<h3>hooks and verification tasks</h3><table class=\"hooks\"><tr><th>name</th><th>kind</th><th>state</th><th>task</th><th>exit code</th><th>reason</th><th>log</th></tr>{hooks}</table>"
-            )
-        };
-        let problems: String = e
-            .file_problems
-            .iter()
-            .map(|p| format!("<li class=\"problem\">{}</li>", esc(p)))
-            .collect();
-        details.push_str(&format!(
-            "<section id=\"detail-{name}\"><h2>{name}</h2><table><tr><th>service</th><th>task definition</th><th>running</th><th>tasks</th></tr>{services}</table>{hooks}<ul>{problems}</ul><h3>recent transitions</h3><ul>{history}</ul></section>\n",
-            name = esc(&e.name)
-        ));
-    }
-    format!(
-        r#"<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5"><title>ecs-gitops</title>
-<style>body{{font-family:sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
-.phase{{font-weight:bold}}.InSync{{background:#c8f0c8}}.Blocked{{background:#fff1a8}}.Deploying,.Baking{{background:#c8dcff}}.RollingBack,.Rejected{{background:#ffc8c8}}.Drifted{{background:#ffd9a8}}.problem{{color:#a00}}.hook.succeeded{{background:#c8f0c8}}.hook.failed,.hook.timed_out{{background:#ffc8c8}}.hook.running,.hook.starting{{background:#c8dcff}}</style></head>
-<body><h1>ecs-gitops</h1><p>desired state at <code>{rev}</code>{src}</p>
-<table><tr><th>environment</th><th>phase</th><th>desired</th><th>running</th><th>last good</th><th>rejected</th><th>since</th><th>message</th></tr>
-{rows}</table>
-{details}</body></html>"#,
-        rev = esc(r.source_revision.as_deref().unwrap_or("(not read yet)")),
-        src = r
-            .source_error
-            .as_deref()
-            .map(|e| format!(
-                " &mdash; <span class=\"problem\">source failing: {}</span>",
-                esc(e)
-            ))
-            .unwrap_or_default(),
-    )
-}
-
-/// Serves until cancelled. Returns the bound address through `bound` first.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
