@@ -153,29 +153,8 @@ pub async fn apply(
                 done.writes += usize::from(registered);
                 let revision = aws.task_definition(region, &td).await?;
                 let defs = revision.td.container_definitions();
-                let name = match container.as_deref() {
-                    Some(c) if defs.iter().any(|d| d.name() == Some(c)) => c.to_string(),
-                    Some(c) => {
-                        return Err(ApplyError::NoSuchContainer {
-                            service: service.clone(),
-                            task_definition: td.clone(),
-                            container: c.to_string(),
-                            known: defs
-                                .iter()
-                                .filter_map(|d| d.name())
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                        });
-                    }
-                    None if defs.len() == 1 => defs[0].name().unwrap_or_default().to_string(),
-                    None => {
-                        return Err(ApplyError::WhichContainer {
-                            service: service.clone(),
-                            task_definition: td.clone(),
-                            count: defs.len(),
-                        });
-                    }
-                };
+                let i = container_index(defs, container.as_deref(), service, &td)?;
+                let name = defs[i].name().unwrap_or_default().to_string();
                 let req = RunTaskRequest {
                     cluster: &desired.cluster,
                     task_definition: &td,
@@ -245,6 +224,36 @@ async fn write_record(
     aws.write_tags(region, arn, &diff.set, &diff.remove).await
 }
 
+/// The container a file names (or the only one) among a revision's containers.
+fn container_index(
+    defs: &[aws_sdk_ecs::types::ContainerDefinition],
+    container: Option<&str>,
+    service: &str,
+    task_definition: &str,
+) -> Result<usize, ApplyError> {
+    match container {
+        Some(name) => defs
+            .iter()
+            .position(|c| c.name() == Some(name))
+            .ok_or_else(|| ApplyError::NoSuchContainer {
+                service: service.to_string(),
+                task_definition: task_definition.to_string(),
+                container: name.to_string(),
+                known: defs
+                    .iter()
+                    .filter_map(|c| c.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        None if defs.len() == 1 => Ok(0),
+        None => Err(ApplyError::WhichContainer {
+            service: service.to_string(),
+            task_definition: task_definition.to_string(),
+            count: defs.len(),
+        }),
+    }
+}
+
 /// The revision of `base` with only `container`'s image changed: an existing identical
 /// one if there is one (a retry after a crash must not register twice), else a new one.
 /// Returns its ARN and whether it was registered now.
@@ -259,31 +268,13 @@ async fn ensure_revision(
 ) -> Result<(String, bool), ApplyError> {
     let base = aws.task_definition(region, base).await?;
     let mut wanted = Registrable::of(&base.td);
-    let defs = &mut wanted.container_definitions;
-    let idx = match container {
-        Some(name) => defs
-            .iter()
-            .position(|c| c.name() == Some(name))
-            .ok_or_else(|| ApplyError::NoSuchContainer {
-                service: service.to_string(),
-                task_definition: base.arn().to_string(),
-                container: name.to_string(),
-                known: defs
-                    .iter()
-                    .filter_map(|c| c.name())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?,
-        None if defs.len() == 1 => 0,
-        None => {
-            return Err(ApplyError::WhichContainer {
-                service: service.to_string(),
-                task_definition: base.arn().to_string(),
-                count: defs.len(),
-            });
-        }
-    };
-    defs[idx].image = Some(image.to_string());
+    let idx = container_index(
+        &wanted.container_definitions,
+        container,
+        service,
+        base.arn(),
+    )?;
+    wanted.container_definitions[idx].image = Some(image.to_string());
     for arn in aws.recent_revisions(region, &wanted.family, 10).await? {
         let candidate = aws.task_definition(region, &arn).await?;
         if Registrable::of(&candidate.td) == wanted {

@@ -69,7 +69,8 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     };
     let trigger = Arc::new(Notify::new());
     let (source_tx, source_rx) = watch::channel(SourceStatus::default());
-    let (envs_tx, envs_rx) = watch::channel(Vec::<String>::new());
+    // The environments managed, with the revision whose files named them.
+    let (envs_tx, envs_rx) = watch::channel((String::new(), Vec::<String>::new()));
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -170,7 +171,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
             for missing in filter.difference(&started) {
                 tracing::warn!(environment = %missing, "--env names an environment with no file in the desired-state folder");
             }
-            envs_tx.send_replace(started.iter().cloned().collect());
+            envs_tx.send_replace((snap.revision.clone(), started.iter().cloned().collect()));
         }
         tokio::select! {
             _ = cancel.cancelled() => break,

@@ -123,6 +123,27 @@ pub(crate) async fn git(repo: &Path, args: &[&str]) -> Result<String, PromoteErr
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Sets the release of `env`'s file (at `path`, holding `text`) and commits only that file.
+pub(crate) async fn commit_release(
+    repo: &Path,
+    folder: &str,
+    env: &str,
+    path: &Path,
+    text: &str,
+    release: &Release,
+    message: &str,
+) -> Result<String, PromoteError> {
+    let edited = set_release(path, text, release)?;
+    std::fs::write(path, edited).map_err(|source| PromoteError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let rel = format!("{folder}/{env}.yaml");
+    git(repo, &["add", "--", &rel]).await?;
+    git(repo, &["commit", "--quiet", "-m", message, "--", &rel]).await?;
+    git(repo, &["rev-parse", "HEAD"]).await
+}
+
 pub async fn promote(
     repo: &Path,
     folder: &str,
@@ -164,20 +185,12 @@ pub async fn promote(
             commit: None,
         });
     }
-    let edited = set_release(&to_path, &text, &release)?;
-    std::fs::write(&to_path, edited).map_err(|source| PromoteError::Read {
-        path: to_path.clone(),
-        source,
-    })?;
-    let rel = format!("{folder}/{to}.yaml");
-    git(repo, &["add", "--", &rel]).await?;
     let message = format!(
         "{to}: promote {} from {from}\n\nSets {to}'s release to {release}, the release {from} verified\n(was {}).",
         release.short(),
         target.release
     );
-    git(repo, &["commit", "--quiet", "-m", &message, "--", &rel]).await?;
-    let commit = git(repo, &["rev-parse", "HEAD"]).await?;
+    let commit = commit_release(repo, folder, to, &to_path, &text, &release, &message).await?;
     Ok(Promotion {
         release,
         file: to_path,

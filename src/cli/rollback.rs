@@ -9,7 +9,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::promote::{PromoteError, git, load, set_release};
+use super::promote::{PromoteError, commit_release, git, load};
 use crate::aws::Aws;
 use crate::desired::{self, DesiredState, Release};
 use crate::metrics::Metrics;
@@ -99,13 +99,6 @@ pub async fn rollback(
             commit: None,
         });
     }
-    let edited = set_release(&path, &text, &target)?;
-    std::fs::write(&path, edited).map_err(|source| PromoteError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let rel = format!("{folder}/{env}.yaml");
-    git(repo, &["add", "--", &rel]).await?;
     let how = if known.contains(&target) {
         format!("{env} verified it")
     } else {
@@ -116,8 +109,7 @@ pub async fn rollback(
         target.short(),
         from.short()
     );
-    git(repo, &["commit", "--quiet", "-m", &message, "--", &rel]).await?;
-    let commit = git(repo, &["rev-parse", "HEAD"]).await?;
+    let commit = commit_release(repo, folder, env, &path, &text, &target, &message).await?;
     Ok(Rollback {
         from,
         to: target,

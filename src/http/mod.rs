@@ -42,7 +42,8 @@ pub struct AppState {
     pub board: Board,
     pub source: watch::Receiver<SourceStatus>,
     /// Environments this daemon manages (known once the source is first read).
-    pub environments: watch::Receiver<Vec<String>>,
+    /// The environments this daemon manages, with the revision that named them.
+    pub environments: watch::Receiver<(String, Vec<String>)>,
     pub webhook: Option<Webhook>,
     /// `/healthz` fails when an environment's loop has not gone round for this long.
     pub stall_after: std::time::Duration,
@@ -51,9 +52,13 @@ pub struct AppState {
 impl AppState {
     pub fn report(&self) -> StatusReport {
         let source = self.source.borrow().clone();
-        let envs = self.environments.borrow().clone();
+        let (envs_revision, envs) = self.environments.borrow().clone();
         let environments = self.board.snapshot();
+        // The list must have been made from a snapshot, or "every environment has passed"
+        // would hold of the empty list in the moment between the source's first read and the
+        // daemon's.
         let ready = source.snapshot.is_some()
+            && !envs_revision.is_empty()
             && source.failures < SOURCE_FAILURES_NOT_READY
             && envs
                 .iter()
@@ -251,4 +256,43 @@ pub async fn serve(
 
 pub fn local_addr(listener: &tokio::net::TcpListener) -> Option<SocketAddr> {
     listener.local_addr().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::Snapshot;
+
+    fn state(envs: (String, Vec<String>), board: Board) -> (AppState, watch::Sender<SourceStatus>) {
+        let (source_tx, source) = watch::channel(SourceStatus {
+            snapshot: Some(Arc::new(Snapshot {
+                revision: "r1".into(),
+                files: Default::default(),
+            })),
+            ..SourceStatus::default()
+        });
+        let (_envs_tx, environments) = watch::channel(envs);
+        let s = AppState {
+            metrics: Arc::new(Metrics::new()),
+            board,
+            source,
+            environments,
+            webhook: None,
+            stall_after: std::time::Duration::from_secs(60),
+        };
+        (s, source_tx)
+    }
+
+    #[test]
+    fn not_ready_before_the_daemon_has_taken_its_environments_from_a_snapshot() {
+        // The source has read r1, but the daemon has not yet said which environments it
+        // manages: an empty list must not count as "every environment has passed".
+        let (s, _keep) = state((String::new(), Vec::new()), Board::default());
+        assert!(!s.report().ready);
+        let board = Board::default();
+        let (s, _keep) = state(("r1".into(), vec!["prod".into()]), board.clone());
+        assert!(!s.report().ready, "prod has not passed yet");
+        board.update("prod", |e| e.passes = 1);
+        assert!(s.report().ready);
+    }
 }
