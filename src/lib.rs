@@ -16,6 +16,7 @@ pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod observe;
+pub mod outbox;
 pub mod plan;
 pub mod record;
 pub mod source;

@@ -17,10 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::desired::{NotifyFormat, NotifyOn, Release, UrlFrom};
 use crate::metrics::Metrics;
+use crate::outbox;
 
 const QUEUE: usize = 256;
-/// How long a stopping daemon gives queued notifications.
-pub const DRAIN: Duration = Duration::from_secs(3);
 
 /// What happened, for one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,28 +127,19 @@ async fn run(
         };
         report(&n, &note, result);
     }
-    while let Ok(m) = rx.try_recv() {
-        unsent.push(m);
-    }
-    let deadline = tokio::time::Instant::now() + DRAIN;
+    let unsent = outbox::leftovers(unsent, &mut rx);
+    let window = outbox::Window::open();
     let mut dropped = 0;
-    for note in unsent {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left, deliver(&client, &note)).await {
-            Ok(r) if !left.is_zero() => report(&n, &note, r),
-            _ => {
+    for note in &unsent {
+        match window.attempt(deliver(&client, note)).await {
+            Some(r) => report(&n, note, r),
+            None => {
                 dropped += 1;
                 n.count(&note.message.environment, &note.target, "dropped");
             }
         }
     }
-    if dropped > 0 {
-        tracing::warn!(
-            dropped,
-            "shutdown: notifications not sent within {}s were dropped",
-            DRAIN.as_secs()
-        );
-    }
+    outbox::report_dropped("notifications", dropped, unsent.len());
 }
 
 fn report(n: &Notifier, note: &Notification, result: Result<(), SendError>) {

@@ -283,6 +283,26 @@ impl GitHub {
             .inc();
     }
 
+    /// A GET whose answer must be 2xx.
+    pub(crate) async fn get(
+        &self,
+        operation: &'static str,
+        path: &str,
+    ) -> Result<Value, GitHubError> {
+        let r = self
+            .request(operation, "GET", path, None, HeaderMap::new())
+            .await?;
+        if (200..300).contains(&r.status) {
+            Ok(r.body)
+        } else {
+            Err(GitHubError::Status {
+                operation,
+                status: r.status,
+                rate_limited: r.rate_limited,
+            })
+        }
+    }
+
     pub(crate) async fn post(
         &self,
         operation: &'static str,

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
-use http::header::HeaderMap;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::desired::Release;
 use crate::metrics::Metrics;
+use crate::outbox;
 use crate::record::Reason;
 use crate::status::rfc3339;
 
@@ -153,10 +153,9 @@ async fn run_reporter(
             }
         };
         match result {
-            Ok(Some(id)) => {
+            Ok(id) => {
                 deployments.insert(event.key(), id);
             }
-            Ok(None) => {}
             Err(e) => {
                 github.count("report", "dropped");
                 tracing::warn!(error = %e, outcome = e.outcome(), "GitHub report failed; giving up on this event");
@@ -167,52 +166,20 @@ async fn run_reporter(
             deployments.remove(&event.key());
         }
     }
-    // Shutting down: a few seconds to send what is queued, one attempt each, then drop the
-    // rest and say so. A hanging GitHub never holds the process past its stop timeout.
-    while let Ok(e) = rx.try_recv() {
-        unsent.push(e);
-    }
-    let deadline = tokio::time::Instant::now() + DRAIN;
+    // Shutting down: a few seconds for what is queued, then drop the rest and say so.
+    let unsent = outbox::leftovers(unsent, &mut rx);
+    let window = outbox::Window::open();
     let mut dropped = 0usize;
     for event in &unsent {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let sent = !left.is_zero()
-            && matches!(
-                tokio::time::timeout(left, deliver(&github, &config, &deployments, event)).await,
-                Ok(Ok(_))
-            );
-        if !sent {
+        let sent = window
+            .attempt(deliver(&github, &config, &deployments, event))
+            .await;
+        if !matches!(sent, Some(Ok(_))) {
             dropped += 1;
             github.count("report", "dropped");
         }
     }
-    if dropped > 0 {
-        tracing::warn!(
-            dropped,
-            queued = unsent.len(),
-            "shutdown: GitHub events not delivered within {}s were dropped",
-            DRAIN.as_secs()
-        );
-    }
-}
-
-/// How long a stopping daemon gives queued GitHub events.
-pub const DRAIN: Duration = Duration::from_secs(3);
-
-/// A GET whose answer must be 2xx.
-async fn get(github: &GitHub, operation: &'static str, path: &str) -> Result<Value, GitHubError> {
-    let r = github
-        .request(operation, "GET", path, None, HeaderMap::new())
-        .await?;
-    if (200..300).contains(&r.status) {
-        Ok(r.body)
-    } else {
-        Err(GitHubError::Status {
-            operation,
-            status: r.status,
-            rate_limited: r.rate_limited,
-        })
-    }
+    outbox::report_dropped("GitHub events", dropped, unsent.len());
 }
 
 /// The newest deployment of `release` to `environment`, if this event belongs to it: any for
@@ -225,12 +192,12 @@ async fn find_deployment(
     release: &Release,
     event: &Event,
 ) -> Result<Option<u64>, GitHubError> {
-    let body = get(
-        github,
-        "find_deployment",
-        &format!("{repo}/deployments?sha={release}&environment={environment}&per_page=1"),
-    )
-    .await?;
+    let body = github
+        .get(
+            "find_deployment",
+            &format!("{repo}/deployments?sha={release}&environment={environment}&per_page=1"),
+        )
+        .await?;
     let Some(id) = body.get(0).and_then(|d| d["id"].as_u64()) else {
         return Ok(None);
     };
@@ -242,12 +209,12 @@ async fn find_deployment(
 }
 
 async fn latest_state(github: &GitHub, repo: &str, id: u64) -> Result<Option<String>, GitHubError> {
-    let body = get(
-        github,
-        "deployment_statuses",
-        &format!("{repo}/deployments/{id}/statuses?per_page=1"),
-    )
-    .await?;
+    let body = github
+        .get(
+            "deployment_statuses",
+            &format!("{repo}/deployments/{id}/statuses?per_page=1"),
+        )
+        .await?;
     Ok(body
         .get(0)
         .and_then(|s| s["state"].as_str())
@@ -262,48 +229,68 @@ async fn inactivate_older(
     environment: &str,
     current: u64,
 ) -> Result<(), GitHubError> {
-    let body = get(
-        github,
-        "list_deployments",
-        &format!("{repo}/deployments?environment={environment}&per_page=10"),
-    )
-    .await?;
+    let body = github
+        .get(
+            "list_deployments",
+            &format!("{repo}/deployments?environment={environment}&per_page=10"),
+        )
+        .await?;
     let ids: Vec<u64> = body
         .as_array()
         .map(|a| a.iter().filter_map(|d| d["id"].as_u64()).collect())
         .unwrap_or_default();
     for id in ids.into_iter().filter(|id| *id != current) {
         if latest_state(github, repo, id).await?.as_deref() == Some("success") {
-            let body = json!({
-                "state": "inactive",
-                "description": "a newer release was verified",
-                "environment": environment,
-                "auto_inactive": false,
-            });
-            github
-                .post(
-                    "create_deployment_status",
-                    &format!("{repo}/deployments/{id}/statuses"),
-                    &body,
-                    &[],
-                )
-                .await?;
+            post_status(
+                github,
+                repo,
+                id,
+                "inactive",
+                "a newer release was verified",
+                environment,
+            )
+            .await?;
         }
     }
     Ok(())
 }
 
-/// Sends one event; returns the deployment id it created, if any. Idempotent enough to
-/// retry: a retried creation makes at most one extra deployment, never a wrong status.
+async fn post_status(
+    github: &GitHub,
+    repo: &str,
+    id: u64,
+    state: &str,
+    description: &str,
+    environment: &str,
+) -> Result<(), GitHubError> {
+    let body = json!({
+        "state": state,
+        "description": description,
+        "environment": environment,
+        "auto_inactive": false,
+    });
+    github
+        .post(
+            "create_deployment_status",
+            &format!("{repo}/deployments/{id}/statuses"),
+            &body,
+            &[],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Sends one event; returns the id of the deployment it reported on (found or created), for
+/// the events of the same rollout that follow. Idempotent enough to retry: a retried creation
+/// makes at most one extra deployment, never a wrong status.
 async fn deliver(
     github: &GitHub,
     config: &ReporterConfig,
     deployments: &HashMap<(String, Release), u64>,
     event: &Event,
-) -> Result<Option<u64>, GitHubError> {
+) -> Result<u64, GitHubError> {
     let repo = format!("/repos/{}/{}", config.repo.owner, config.repo.name);
     let (environment, release) = event.key();
-    let mut created = None;
     let known = match deployments.get(&(environment.clone(), release.clone())) {
         Some(id) => Some(*id),
         // Not known to this process (it restarted, or the rollout began in another replica):
@@ -330,12 +317,10 @@ async fn deliver(
                     &[],
                 )
                 .await?;
-            let id = r.body["id"].as_u64().ok_or(GitHubError::Unexpected {
+            r.body["id"].as_u64().ok_or(GitHubError::Unexpected {
                 operation: "create_deployment",
                 what: "no deployment id".into(),
-            })?;
-            created = Some(id);
-            id
+            })?
         }
     };
     let (state, description) = match event {
@@ -356,20 +341,7 @@ async fn deliver(
             format!("{} superseded by a newer release", release.short()),
         ),
     };
-    let body = json!({
-        "state": state,
-        "description": description,
-        "environment": environment,
-        "auto_inactive": false,
-    });
-    github
-        .post(
-            "create_deployment_status",
-            &format!("{repo}/deployments/{id}/statuses"),
-            &body,
-            &[],
-        )
-        .await?;
+    post_status(github, &repo, id, state, &description, &environment).await?;
     if matches!(event, Event::Verified { .. }) {
         inactivate_older(github, &repo, &environment, id).await?;
     }
@@ -396,7 +368,7 @@ async fn deliver(
                 .await?;
         }
     }
-    Ok(created.or(Some(id)))
+    Ok(id)
 }
 
 /// `vYYYY.MM.DD-<7-char sha>`, dated in UTC.
