@@ -77,6 +77,9 @@ enum SendError {
     Status(u16),
     #[error("no answer ({0})")]
     Network(&'static str),
+    /// Named without the variable's or file's content.
+    #[error("the webhook URL's variable or file is empty or missing")]
+    NoUrl,
 }
 
 impl SendError {
@@ -84,6 +87,8 @@ impl SendError {
         match self {
             SendError::Status(s) => *s >= 500 || *s == 429,
             SendError::Network(_) => true,
+            // Retrying in a second does not make a missing secret appear.
+            SendError::NoUrl => false,
         }
     }
 }
@@ -165,10 +170,7 @@ fn url(from: &UrlFrom) -> Option<String> {
 
 async fn deliver(client: &reqwest::Client, note: &Notification) -> Result<(), SendError> {
     let Some(url) = url(&note.url) else {
-        // Not worth retrying; said without the URL's source value.
-        return Err(SendError::Network(
-            "the webhook URL's variable or file is empty or missing",
-        ));
+        return Err(SendError::NoUrl);
     };
     let resp = client
         .post(&url)
@@ -244,5 +246,19 @@ pub fn body(format: NotifyFormat, m: &Message) -> Value {
                 ]
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_url_is_not_retried_and_an_unavailable_endpoint_is() {
+        assert!(!SendError::NoUrl.transient());
+        assert!(SendError::Status(503).transient());
+        assert!(SendError::Status(429).transient());
+        assert!(!SendError::Status(404).transient());
+        assert!(SendError::Network("timed out").transient());
     }
 }
