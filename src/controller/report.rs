@@ -5,7 +5,7 @@ use crate::desired::{DesiredState, Release};
 use crate::github::Event;
 use crate::metrics::{Metrics, ReleaseKind};
 use crate::plan::{HookKind, HookResult, Observed, Outcome, Plan, Transition};
-use crate::record::{PhaseKind, Record};
+use crate::record::{Phase, PhaseKind, Record};
 use crate::status::{GateStatus, HistoryEntry, HookStatus, ServiceStatus, rfc3339};
 
 use super::Shared;
@@ -180,32 +180,19 @@ fn notify(
         _ => return,
     };
     let r = &plan.record;
-    let release = match &r.phase {
-        crate::record::Phase::RollingBack { release, .. }
-        | crate::record::Phase::Rejected { release, .. } => release.clone(),
-        crate::record::Phase::InSync => r.last_good.clone().unwrap_or(desired.release.clone()),
-        other => other.target().cloned().unwrap_or(desired.release.clone()),
-    };
-    let region = &desired.region;
+    let release = transition_release(desired, r).clone();
     let message = crate::notify::Message {
         kind,
         environment: desired.environment.clone(),
         from: t.from.map(|p| p.as_str().to_string()),
         to: t.to.as_str().to_string(),
         reason: t.reason.as_str().to_string(),
-        commit_url: github_repo.map(|g| format!("https://github.com/{g}/commit/{release}")),
+        commit_url: github_repo.map(|g| commit_url(g, release.as_str())),
         release,
         last_good: r.last_good.clone(),
         source_revision: revision.to_string(),
-        console_url: format!(
-            "https://{region}.console.aws.amazon.com/ecs/v2/clusters/{}/services?region={region}",
-            desired.cluster
-        ),
-        alarm_url: (t.reason.as_str() == "alarm").then(|| {
-            format!(
-                "https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#alarmsV2:"
-            )
-        }),
+        console_url: console_url(desired),
+        alarm_url: (t.reason.as_str() == "alarm").then(|| alarms_url(&desired.region)),
     };
     for (i, target) in desired.notify.iter().enumerate() {
         if !target.on.contains(&kind) {
@@ -222,6 +209,33 @@ fn notify(
             message: message.clone(),
         });
     }
+}
+
+/// The release a transition is about: the one rolled back or rejected, the one verified, or
+/// the one in flight (else what git names).
+fn transition_release<'a>(desired: &'a DesiredState, r: &'a Record) -> &'a Release {
+    match &r.phase {
+        Phase::RollingBack { release, .. } | Phase::Rejected { release, .. } => release,
+        Phase::InSync => r.last_good.as_ref().unwrap_or(&desired.release),
+        other => other.target().unwrap_or(&desired.release),
+    }
+}
+
+/// The ECS console page of the environment's services.
+fn console_url(desired: &DesiredState) -> String {
+    let region = &desired.region;
+    format!(
+        "https://{region}.console.aws.amazon.com/ecs/v2/clusters/{}/services?region={region}",
+        desired.cluster
+    )
+}
+
+fn alarms_url(region: &str) -> String {
+    format!("https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#alarmsV2:")
+}
+
+fn commit_url(repo: &str, sha: &str) -> String {
+    format!("https://github.com/{repo}/commit/{sha}")
 }
 
 /// The hook metric's series for every hook of the file, at 0 until a run ends.
@@ -329,21 +343,13 @@ fn board(
             })
             .collect();
         s.promote_from = desired.promote_from.clone();
-        let region = &desired.region;
-        s.console_url = Some(format!(
-            "https://{region}.console.aws.amazon.com/ecs/v2/clusters/{}/services?region={region}",
-            desired.cluster
-        ));
-        s.alarms_url = (!desired.verify.alarms.is_empty()).then(|| {
-            format!(
-                "https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#alarmsV2:"
-            )
-        });
+        s.console_url = Some(console_url(desired));
+        s.alarms_url = (!desired.verify.alarms.is_empty()).then(|| alarms_url(&desired.region));
         s.commit_url = github_repo
             .zip(s.running_release.as_ref())
-            .map(|(g, r)| format!("https://github.com/{g}/commit/{r}"));
-        s.source_url = github_repo.map(|g| format!("https://github.com/{g}/commit/{revision}"));
-        if let crate::record::Phase::Baking { .. } = r.phase {
+            .map(|(g, r)| commit_url(g, r));
+        s.source_url = github_repo.map(|g| commit_url(g, revision));
+        if let Phase::Baking { .. } = r.phase {
             s.bake_started_ms = r
                 .since
                 .duration_since(std::time::UNIX_EPOCH)
@@ -358,12 +364,7 @@ fn board(
         s.passes += 1;
         s.last_pass_at = Some(rfc3339(now));
         if let Some(t) = &transition {
-            let release = match &r.phase {
-                crate::record::Phase::RollingBack { release, .. }
-                | crate::record::Phase::Rejected { release, .. } => release,
-                crate::record::Phase::InSync => r.last_good.as_ref().unwrap_or(&desired.release),
-                other => other.target().unwrap_or(&desired.release),
-            };
+            let release = transition_release(desired, r);
             s.history.push_front(HistoryEntry {
                 at: rfc3339(now),
                 from: t.from.map(|p| p.as_str().to_string()),

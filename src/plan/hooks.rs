@@ -153,17 +153,13 @@ impl Ctx<'_> {
     ) -> Action {
         let d = self.desired;
         let spec = &d.services[&hook.service];
-        let account = &self.obs.account;
         Action::RunTask {
             hook: hook.name.clone(),
             kind,
             service: hook.service.clone(),
             base_task_definition: self.last_good_td(r, &hook.service),
             image_container: spec.container.clone(),
-            image: format!(
-                "{account}.dkr.ecr.{}.amazonaws.com/{}:{release}",
-                d.region, spec.repository
-            ),
+            image: self.image_uri(&hook.service, release),
             release: release.clone(),
             container: d.hook_container(hook).map(str::to_string),
             command: hook.command.clone(),

@@ -113,20 +113,24 @@ impl Ctx<'_> {
         self.go(p, phase, Why::Failed(Reason::PreDeploy))
     }
 
-    /// A new revision of `service`'s last good task definition carrying its desired image
-    /// `<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<release>`.
+    /// `<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<release>`: the one image of
+    /// `service` at `release`, for its deploy and its hooks alike (so the revision a hook
+    /// registers is the one the deploy reuses).
+    pub(super) fn image_uri(&self, service: &str, release: &Release) -> String {
+        format!(
+            "{}.dkr.ecr.{}.amazonaws.com/{}:{release}",
+            self.obs.account, self.desired.region, self.desired.services[service].repository
+        )
+    }
+
+    /// A new revision of `service`'s last good task definition carrying its desired image.
     pub(super) fn deploy_action(&self, r: &Record, service: &str) -> Action {
-        let spec = &self.desired.services[service];
         let release = self.desired.release_of(service).clone();
-        let account = &self.obs.account;
         Action::Deploy {
             service: service.to_string(),
             base_task_definition: self.last_good_td(r, service),
-            container: spec.container.clone(),
-            image: format!(
-                "{account}.dkr.ecr.{}.amazonaws.com/{}:{release}",
-                self.desired.region, spec.repository
-            ),
+            container: self.desired.services[service].container.clone(),
+            image: self.image_uri(service, &release),
             release,
         }
     }
