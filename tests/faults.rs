@@ -94,17 +94,15 @@ fn class(fault: &str) -> Option<&'static str> {
 
 fn counted(d: &Daemon, op: &str, class: &str) -> f64 {
     let (service, operation) = op.split_once(':').unwrap();
-    let labels = [
-        format!(r#"service="{service}""#),
-        format!(r#"operation="{operation}""#),
-        format!(r#"outcome="{class}""#),
-    ];
-    d.metrics()
-        .lines()
-        .filter(|l| l.starts_with("ecs_gitops_aws_requests_total{"))
-        .find(|l| labels.iter().all(|x| l.contains(x.as_str())))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
+    support::counter_sum(
+        &d.metrics(),
+        "ecs_gitops_aws_requests_total",
+        &[
+            &format!(r#"service="{service}""#),
+            &format!(r#"operation="{operation}""#),
+            &format!(r#"outcome="{class}""#),
+        ],
+    )
 }
 
 /// One cell; `Err` says what went wrong.

@@ -90,11 +90,7 @@ fn push_event(branch: &str, after: &str) -> String {
 }
 
 fn fetches(d: &Daemon) -> f64 {
-    d.metrics()
-        .lines()
-        .filter(|l| l.starts_with("ecs_gitops_git_fetches_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    support::counter_sum(&d.metrics(), "ecs_gitops_git_fetches_total", &[])
 }
 
 fn assert_no_secrets(d: &Daemon) {
@@ -558,13 +554,11 @@ async fn a_403_for_a_missing_permission_is_not_retried_and_a_rate_limit_403_is()
             .count()
     };
     let client_errors = |d: &Daemon| -> f64 {
-        d.metrics()
-            .lines()
-            .filter(|l| {
-                l.starts_with("ecs_gitops_github_requests_total") && l.contains("client_error")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        support::counter_sum(
+            &d.metrics(),
+            "ecs_gitops_github_requests_total",
+            &["client_error"],
+        )
     };
     // No permission: each event's first request is refused, and the event given up at once.
     mock.set_mode(Mode::Forbidden(false));

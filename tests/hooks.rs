@@ -53,17 +53,9 @@ fn verified(d: &Daemon, release: &str) -> Value {
     })
 }
 
-fn counter(d: &Daemon, series: &str) -> f64 {
-    d.metrics()
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn hook_runs(d: &Daemon, hook: &str, kind: &str, result: &str) -> f64 {
-    counter(
-        d,
+    support::counter(
+        &d.metrics(),
         &format!(
             r#"ecs_gitops_hook_runs_total{{environment="prod",hook="{hook}",kind="{kind}",result="{result}"}}"#
         ),
@@ -215,8 +207,8 @@ async fn a_failing_migration_rejects_the_release_without_touching_a_service_unti
     );
     assert_eq!(hook_runs(&d, "migrate", "pre_deploy", "failed"), 1.0);
     assert_eq!(
-        counter(
-            &d,
+        support::counter(
+            &d.metrics(),
             r#"ecs_gitops_deployments_total{environment="prod",result="rejected"}"#
         ),
         1.0
@@ -298,8 +290,8 @@ async fn a_failing_smoke_test_in_the_bake_rolls_back() {
     assert_eq!(e["hooks"][0]["state"], "failed");
     assert_eq!(w.current_td("c", "web").await, td1, "back on last good");
     assert_eq!(
-        counter(
-            &d,
+        support::counter(
+            &d.metrics(),
             r#"ecs_gitops_rollbacks_total{environment="prod",reason="verify_task"}"#
         ),
         1.0

@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::wait_for;
 use support::world::{World, image_uri, sha};
+use support::{counter, wait_for};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -123,15 +123,6 @@ fn writes(w: &World) -> u64 {
     .iter()
     .map(|op| w.sim.call_count(op))
     .sum()
-}
-
-fn counter(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Waits until `release` is the verified last good release of `env`.

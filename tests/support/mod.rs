@@ -264,6 +264,28 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// The value of one exact series in Prometheus text (`name{labels}`, labels in the sorted
+/// order the exporter prints them), 0 when it is absent.
+pub fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The sum of the series of metric `name` whose labels contain every fragment of `with`
+/// (e.g. `outcome="throttled"`), whatever their order.
+pub fn counter_sum(metrics: &str, name: &str, with: &[&str]) -> f64 {
+    let prefix = format!("{name}{{");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && with.iter().all(|w| l.contains(w)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
