@@ -281,6 +281,20 @@ async fn prod_world() -> (GitHubMock, World) {
     (mock, w)
 }
 
+/// `prod_world` with prod committed on sha(1) (baked for `bake`) and a daemon reporting to the
+/// mock (with `extra` arguments), in sync. The directory holds the token file; keep it alive.
+async fn prod_daemon(bake: &str, extra: &[&str]) -> (GitHubMock, World, tempfile::TempDir, Daemon) {
+    let (mock, w) = prod_world().await;
+    w.commit("prod", &prod("prod", "prod", &sha(1), bake));
+    let dir = tempfile::tempdir().unwrap();
+    let token = secret_file(&dir, "token", TOKEN);
+    let mut args = github_args(&mock, &token);
+    args.extend(extra);
+    let d = w.start(&args);
+    d.wait_phase("prod", "InSync", T);
+    (mock, w, dir, d)
+}
+
 fn github_args<'a>(mock: &'a GitHubMock, token: &'a str) -> Vec<&'a str> {
     vec![
         "--github-repo",
@@ -414,13 +428,8 @@ async fn deployment_statuses_follow_what_really_happened_and_the_tag_is_made_onc
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_superseded_rollout_becomes_inactive() {
-    let (mock, w) = prod_world().await;
+    let (mock, w, _dir, d) = prod_daemon("1s", &[]).await;
     w.sim.behaviour(&sha(2), "slow", Some(30.0));
-    w.commit("prod", &prod("prod", "prod", &sha(1), "1s"));
-    let dir = tempfile::tempdir().unwrap();
-    let token = secret_file(&dir, "token", TOKEN);
-    let d = w.start(&github_args(&mock, &token));
-    d.wait_phase("prod", "InSync", T);
     w.commit("prod", &prod("prod", "prod", &sha(2), "1s"));
     d.wait_phase("prod", "Deploying", T);
     w.commit("prod", &prod("prod", "prod", &sha(3), "1s"));
@@ -501,12 +510,7 @@ async fn github_as_the_source_follows_new_commits_with_conditional_requests() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_github_outage_changes_neither_the_outcome_nor_the_timing_of_a_rollout() {
-    let (mock, w) = prod_world().await;
-    w.commit("prod", &prod("prod", "prod", &sha(1), "2s"));
-    let dir = tempfile::tempdir().unwrap();
-    let token = secret_file(&dir, "token", TOKEN);
-    let d = w.start(&github_args(&mock, &token));
-    d.wait_phase("prod", "InSync", T);
+    let (mock, w, _dir, d) = prod_daemon("2s", &[]).await;
     let rollout = |release: String| {
         let start = Instant::now();
         w.commit("prod", &prod("prod", "prod", &release, "2s"));
@@ -541,12 +545,7 @@ async fn a_github_outage_changes_neither_the_outcome_nor_the_timing_of_a_rollout
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_403_for_a_missing_permission_is_not_retried_and_a_rate_limit_403_is() {
-    let (mock, w) = prod_world().await;
-    w.commit("prod", &prod("prod", "prod", &sha(1), "1s"));
-    let dir = tempfile::tempdir().unwrap();
-    let token = secret_file(&dir, "token", TOKEN);
-    let d = w.start(&github_args(&mock, &token));
-    d.wait_phase("prod", "InSync", T);
+    let (mock, w, _dir, d) = prod_daemon("1s", &[]).await;
     let creates = |m: &GitHubMock| {
         m.requests()
             .iter()
@@ -599,12 +598,7 @@ async fn a_403_for_a_missing_permission_is_not_retried_and_a_rate_limit_403_is()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_while_github_hangs_stops_within_seconds_and_says_what_was_dropped() {
-    let (mock, w) = prod_world().await;
-    w.commit("prod", &prod("prod", "prod", &sha(1), "1s"));
-    let dir = tempfile::tempdir().unwrap();
-    let token = secret_file(&dir, "token", TOKEN);
-    let d = w.start(&github_args(&mock, &token));
-    d.wait_phase("prod", "InSync", T);
+    let (mock, w, _dir, d) = prod_daemon("1s", &[]).await;
     mock.set_mode(Mode::Hang(15));
     let before = mock.requests().len();
     w.commit("prod", &prod("prod", "prod", &sha(2), "1s"));
@@ -799,14 +793,7 @@ async fn a_restart_mid_bake_carries_on_the_open_deployment_and_a_newer_success_i
 
 #[tokio::test(flavor = "multi_thread")]
 async fn github_releases_are_made_for_verified_releases_with_generated_notes() {
-    let (mock, w) = prod_world().await;
-    w.commit("prod", &prod("prod", "prod", &sha(1), "1s"));
-    let dir = tempfile::tempdir().unwrap();
-    let token = secret_file(&dir, "token", TOKEN);
-    let mut args = github_args(&mock, &token);
-    args.extend(["--github-releases", "prod"]);
-    let d = w.start(&args);
-    d.wait_phase("prod", "InSync", T);
+    let (mock, w, _dir, d) = prod_daemon("1s", &["--github-releases", "prod"]).await;
     for n in [2u8, 3] {
         w.commit("prod", &prod("prod", "prod", &sha(n), "1s"));
         wait_for(T, "a release for the verified release", || {
