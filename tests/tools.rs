@@ -221,6 +221,29 @@ async fn a_real_prometheus_scrapes_the_phase_the_scenario_drove() {
     assert_eq!(up[0]["value"][1], "1");
 }
 
+/// Chromium's screenshot of `url` (with `extra` arguments) written to `shot`; asserts it is a
+/// real PNG and returns it.
+fn screenshot(shot: &std::path::Path, extra: &[&str], url: &str) -> Vec<u8> {
+    let _ = std::fs::remove_file(shot);
+    let arg = format!("--screenshot={}", shot.display());
+    let mut args = extra.to_vec();
+    args.push(&arg);
+    let out = chromium(&args, url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "{}: a real screenshot ({} bytes)",
+        shot.display(),
+        png.len()
+    );
+    png
+}
+
 fn chromium(args: &[&str], url: &str) -> std::process::Output {
     let profile = tempfile::tempdir().unwrap();
     Command::new(tool("chromium"))
@@ -298,25 +321,10 @@ async fn the_status_page_shows_each_environment_and_its_phase_in_chromium() {
 
     let artifacts = support::root().join("tests/artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
-    let shot = artifacts.join("status-page.png");
-    let _ = std::fs::remove_file(&shot);
-    let out = chromium(
-        &[
-            "--window-size=1280,720",
-            &format!("--screenshot={}", shot.display()),
-        ],
+    screenshot(
+        &artifacts.join("status-page.png"),
+        &["--window-size=1280,720"],
         &format!("{}/", d.url),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let png = std::fs::read(&shot).unwrap();
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 5_000,
-        "a real screenshot ({} bytes)",
-        png.len()
     );
 }
 
@@ -448,24 +456,7 @@ async fn the_page_shows_the_pipeline_a_bake_bar_that_moves_and_a_timeline_with_t
         ),
         ("status-page-wide.png", vec!["--window-size=1280,1400"]),
     ] {
-        let shot = artifacts.join(name);
-        let _ = std::fs::remove_file(&shot);
-        let mut args = extra.clone();
-        let arg = format!("--screenshot={}", shot.display());
-        args.push(&arg);
-        let out = chromium(&args, &url);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let png = std::fs::read(&shot).unwrap();
-        assert!(
-            png.starts_with(b"\x89PNG") && png.len() > 5_000,
-            "{name}: {} bytes",
-            png.len()
-        );
-        sizes.push(png);
+        sizes.push(screenshot(&artifacts.join(name), &extra, &url));
     }
     assert_ne!(sizes[1], sizes[2], "the dark scheme renders differently");
 }
