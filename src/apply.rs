@@ -180,6 +180,13 @@ pub async fn apply(
                 aws.run_task(region, &req).await?;
                 done.writes += 1;
             }
+            Action::StopDeployment {
+                service_deployment, ..
+            } => {
+                aws.stop_service_deployment(region, service_deployment)
+                    .await?;
+                done.writes += 1;
+            }
             Action::StopTask {
                 task_arn, reason, ..
             } => {

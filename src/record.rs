@@ -170,10 +170,13 @@ pub enum Reason {
     LogErrors,
     /// A `hooks.pre_deploy` hook failed: the release is rejected, no service was touched.
     PreDeploy,
+    /// ECS stopped or rolled back the service deployment by itself (deployment alarm, failed
+    /// lifecycle hook, a stop by someone else).
+    EcsRollback,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Alarm,
         Reason::Health,
         Reason::RolloutFailed,
@@ -183,6 +186,7 @@ impl Reason {
         Reason::VerifyTask,
         Reason::LogErrors,
         Reason::PreDeploy,
+        Reason::EcsRollback,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -196,6 +200,7 @@ impl Reason {
             Reason::VerifyTask => "verify_task",
             Reason::LogErrors => "log_errors",
             Reason::PreDeploy => "pre_deploy",
+            Reason::EcsRollback => "ecs_rollback",
         }
     }
 }

@@ -18,6 +18,19 @@ pub struct ServiceStatus {
     pub running_release: Option<String>,
     pub running_count: i32,
     pub desired_count: i32,
+    /// `deploymentConfiguration.strategy` (ROLLING, BLUE_GREEN, LINEAR, CANARY).
+    #[serde(default)]
+    pub strategy: String,
+    /// ECS' service deployment in flight (null when none is): its status, lifecycle stage,
+    /// share of production traffic on the new revision, and a lifecycle hook it waits on.
+    #[serde(default)]
+    pub service_deployment_status: Option<String>,
+    #[serde(default)]
+    pub lifecycle_stage: Option<String>,
+    #[serde(default)]
+    pub production_traffic_percent: Option<f64>,
+    #[serde(default)]
+    pub paused_by_hook: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

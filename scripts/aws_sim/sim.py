@@ -39,6 +39,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
+import service_deployments as sd_model
 import tasks as task_model
 
 ACCOUNT = "123456789012"
@@ -70,7 +71,11 @@ class State:
             self.config = {"speed": 1.0, "rollout_seconds": 2.0, "task_fail_seconds": 0.5,
                            # One-off tasks: PROVISIONING/PENDING this long, then RUNNING; without
                            # a rule they exit 0 after task_run_seconds.
-                           "task_start_seconds": 0.2, "task_run_seconds": 1.0}
+                           "task_start_seconds": 0.2, "task_run_seconds": 1.0,
+                           # Managed (blue/green, linear, canary) deployments: seconds each
+                           # lifecycle stage lasts, and seconds one minute of the service's own
+                           # waits (bakeTimeInMinutes, step bakes, hook timeouts) lasts.
+                           "stage_seconds": 0.3, "minute_seconds": 60.0}
             self.behaviours = {}  # image tag -> {"kind": ..., "seconds": ...}
             self.faults = []  # list of Fault
             self.calls = {}  # "ecs:DescribeServices" -> count
@@ -82,10 +87,16 @@ class State:
             self.seq = 0
             if getattr(self, "tasks", None) is not None:
                 self.tasks.reset()
+            if getattr(self, "service_deployments", None) is not None:
+                self.service_deployments.reset()
 
 
 STATE = State()
 STATE.tasks = task_model.Tasks(STATE, ACCOUNT)
+STATE.service_deployments = sd_model.ServiceDeployments(STATE, ACCOUNT)
+SDS = STATE.service_deployments
+SD_OPS = ("ListServiceDeployments", "DescribeServiceDeployments", "DescribeServiceRevisions",
+          "StopServiceDeployment", "ContinueServiceDeployment")
 TASK_OPS = {"RunTask": "run_task", "StopTask": "stop_task", "ListTasks": "list_tasks",
             "DescribeTasks": "describe_tasks"}
 
@@ -218,6 +229,13 @@ def advance(backend, service, now):
     """Brings one service's deployments up to `now` (lazily, on every ECS call)."""
     if not service.deployments:
         return
+    if SDS.drives(service):
+        SDS.advance_managed(sys.modules[__name__], backend, service, now,
+                            behaviour_of(backend, service.deployments[0]["taskDefinition"]))
+        service.running_count = sum(d["runningCount"] for d in service.deployments)
+        service.pending_count = sum(d.get("pendingCount", 0) for d in service.deployments)
+        SDS.after_advance(sys.modules[__name__], service, now)
+        return
     speed = max(float(STATE.config["speed"]), 1e-6)
     primary = service.deployments[0]
     sim = STATE.deployments.setdefault(primary["id"], {"start": now, "running": 0})
@@ -264,6 +282,7 @@ def advance(backend, service, now):
             if rollback and target:
                 event(service, f"rolling back to {target.rsplit('/', 1)[-1]}.")
                 start_deployment(service, target)
+                SDS.circuit_breaker_rollback(service)
                 return advance(backend, service, now)
     elif kind == "never_stable":
         running = max(desired - 1, 0)
@@ -276,6 +295,23 @@ def advance(backend, service, now):
         old_total -= d["runningCount"]
     service.running_count = sum(d["runningCount"] for d in service.deployments)
     service.pending_count = sum(d.get("pendingCount", 0) for d in service.deployments)
+    SDS.after_advance(sys.modules[__name__], service, now)
+
+
+def rollout_seconds(backend, td_arn):
+    b = behaviour_of(backend, td_arn)
+    return float(b.get("seconds", STATE.config["rollout_seconds"])) if b.get("kind") == "slow" \
+        else float(STATE.config["rollout_seconds"])
+
+
+def sources_of(service):
+    """Task definitions a new deployment replaces: those of deployments with tasks running,
+    the PRIMARY first."""
+    out = []
+    for d in service.deployments:
+        if d["runningCount"] > 0 and d["taskDefinition"] not in out:
+            out.append(d["taskDefinition"])
+    return out
 
 
 def advance_all():
@@ -286,6 +322,19 @@ def advance_all():
             if service.status == "ACTIVE":
                 advance(backend, service, now)
                 STATE.tasks.sync_service(backend, region, service)
+
+
+def with_current_deployment(out):
+    """DescribeServices as ECS answers it: each service names its newest service deployment."""
+    try:
+        data = json.loads(out)
+    except ValueError:
+        return out
+    for svc in data.get("services") or ([data["service"]] if "service" in data else []):
+        arn = SDS.current.get(svc.get("serviceArn"))
+        if arn:
+            svc["currentServiceDeployment"] = arn
+    return json.dumps(data).encode()
 
 
 def service_of(region, body):
@@ -311,6 +360,7 @@ def ecs_after(region, op, body, status):
         service.events = []
         td = backend.describe_task_definition(body["taskDefinition"]).arn
         start_deployment(service, td)
+        SDS.begin(region, service, td, [], rollout_seconds(backend, td))
     elif op == "UpdateService":
         backend, service = service_of(region, body)
         if service is None:
@@ -319,9 +369,14 @@ def ecs_after(region, op, body, status):
             # moto stores the string as given ("family:2"); ECS always reports the ARN.
             td = backend.describe_task_definition(body["taskDefinition"]).arn
             service.task_definition = td
+            sources = sources_of(service)
             start_deployment(service, td)
+            SDS.begin(region, service, td, sources, rollout_seconds(backend, td))
         elif body.get("forceNewDeployment"):
-            start_deployment(service, service.deployments[0]["taskDefinition"] if service.deployments else service.task_definition)
+            td = service.deployments[0]["taskDefinition"] if service.deployments else service.task_definition
+            sources = sources_of(service)
+            start_deployment(service, td)
+            SDS.begin(region, service, td, sources, rollout_seconds(backend, td))
         advance(backend, service, time.monotonic())
 
 
@@ -485,6 +540,18 @@ class App:
                 return error_response(start_response, proto, 503, "ServiceUnavailable", "aws-sim: injected unavailability")
         if proto == "cbor":
             return self.cbor(environ, start_response, op, body)
+        if service == "ecs" and op in SD_OPS:
+            with STATE.lock:
+                STATE.regions.add(region)
+                advance_all()
+                try:
+                    req = json.loads(body or b"{}")
+                    out = self.service_deployment_op(op, region, req)
+                except sd_model.ApiError as exc:
+                    return error_response(start_response, proto, exc.status, exc.code, exc.message)
+                except (ValueError, KeyError, TypeError) as exc:
+                    return error_response(start_response, proto, 400, "InvalidParameterException", str(exc))
+            return respond(start_response, 200, json.dumps(out).encode(), "application/x-amz-json-1.1")
         if service == "ecs" and op in TASK_OPS:
             with STATE.lock:
                 STATE.regions.add(region)
@@ -509,6 +576,8 @@ class App:
                 if op in ("CreateService", "UpdateService") and status < 300:
                     ecs_after(region, op, req, status)
                     out = self.reserialize_service(environ, req, out)
+                elif op == "DescribeServices" and status < 300:
+                    out = with_current_deployment(out)
             return respond(start_response, status, out, dict(headers).get("Content-Type", "application/x-amz-json-1.1"))
         status, headers, out = self.call_moto(environ, body)
         start_response(f"{status} X", headers)
@@ -526,7 +595,28 @@ class App:
         services = json.loads(desc).get("services") or []
         if not services:
             return out
-        return json.dumps({"service": services[0]}).encode()
+        return with_current_deployment(json.dumps({"service": services[0]}).encode())
+
+    def service_deployment_op(self, op, region, req):
+        backend = ecs_backends[ACCOUNT][region]
+        services = {s.arn: s for s in backend.services.values()}
+        if op == "ListServiceDeployments":
+            return SDS.list_service_deployments(backend, region, req)
+        if op == "DescribeServiceDeployments":
+            return SDS.describe_service_deployments(backend, region, req, services)
+        if op == "DescribeServiceRevisions":
+            return SDS.describe_service_revisions(backend, region, req)
+        if op == "StopServiceDeployment":
+            out = SDS.stop_service_deployment(sys.modules[__name__], backend, region, req, services)
+            advance_all()
+            return out
+        out = SDS.continue_service_deployment(backend, region, req)
+        if out.pop("_rollback", False):
+            rec = SDS.records[out["serviceDeploymentArn"]]
+            SDS.rollback(sys.modules[__name__], services[rec["serviceArn"]], rec,
+                         "Rollback requested by ContinueServiceDeployment.", "hook", requested=True)
+        advance_all()
+        return out
 
     def cbor(self, environ, start_response, op, body):
         try:
@@ -637,6 +727,11 @@ class App:
                     # As CloudWatch Logs: only events from the last 14 days to 2 hours ahead.
                     raise ValueError(f"events outside what CloudWatch Logs accepts: {rejected}")
                 return {"ok": True, "events": len(events)}
+            if what == "service-deployments":
+                advance_all()
+                return SDS.dump()
+            if what == "service-deployments/rollback" and method == "POST":
+                return SDS.add_rule(req)
             if what == "calls/log":
                 return [{"at": t, "operation": op, "fault": f} for t, op, f in STATE.call_log]
         return None

@@ -8,6 +8,7 @@
 //! answers mean is decided in `observe` and `plan`.
 
 pub mod cloudwatch;
+pub mod deployments;
 pub mod ecr;
 pub mod ecs;
 pub mod logs;
@@ -130,6 +131,8 @@ pub struct Aws {
     config: SdkConfig,
     clients: Arc<Mutex<HashMap<String, Clients>>>,
     tds: ecs::TdCache,
+    /// Service revision ARN -> task definition (revisions never change).
+    revisions: deployments::RevisionCache,
     metrics: Arc<Metrics>,
     retry: ExponentialBuilder,
 }
@@ -151,6 +154,7 @@ impl Aws {
             config,
             clients: Arc::default(),
             tds: ecs::TdCache::new(ecs::TD_CACHE_MAX),
+            revisions: Default::default(),
             metrics,
             retry: ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(200))

@@ -82,6 +82,21 @@ pub async fn plan(repo: &str, branch: &str, path: &str, envs: &[String]) -> anyh
             writeln!(out, "  rejected: {r} ({why})")?;
         }
         writeln!(out, "  why: {}", p.message)?;
+        for (name, s) in &pass.observed.services {
+            let ecs = match &s.service_deployment {
+                Some(Ok(Some(d))) if d.status.in_flight() || d.status.rolling_back() => format!(
+                    "; ECS deployment {} at {}",
+                    d.status.as_str(),
+                    d.lifecycle_stage.as_deref().unwrap_or("-")
+                ),
+                _ => String::new(),
+            };
+            writeln!(
+                out,
+                "  service {name}: {} deployment{ecs}",
+                s.strategy.as_str().to_lowercase().replace('_', "/")
+            )?;
+        }
         for g in &p.gates {
             writeln!(
                 out,
@@ -132,6 +147,14 @@ pub async fn plan(repo: &str, branch: &str, path: &str, envs: &[String]) -> anyh
                         UpdateWhy::Drift => "drift correction",
                         UpdateWhy::Restore => "restore last good",
                     }
+                )?,
+                Action::StopDeployment {
+                    service,
+                    service_deployment,
+                } => writeln!(
+                    out,
+                    "  action: stop ECS' service deployment {} of {service} with ROLLBACK (traffic back to last good at once)",
+                    short_td(service_deployment)
                 )?,
                 Action::RunTask {
                     hook,

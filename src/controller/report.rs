@@ -290,6 +290,12 @@ fn board(
         .map(|name| {
             let s = obs.services.get(name);
             let td = s.map(|s| s.current().to_string()).unwrap_or_default();
+            // Only a service deployment ECS is still working on is shown.
+            let sd = s
+                .and_then(|s| s.service_deployment.as_ref())
+                .and_then(|d| d.as_ref().ok())
+                .and_then(Option::as_ref)
+                .filter(|d| d.status.in_flight() || d.status.rolling_back());
             ServiceStatus {
                 name: name.clone(),
                 running_release: obs
@@ -300,6 +306,15 @@ fn board(
                 task_definition: td,
                 running_count: s.map(|s| s.running).unwrap_or(0),
                 desired_count: s.map(|s| s.desired).unwrap_or(0),
+                strategy: s
+                    .map(|s| s.strategy.as_str().to_string())
+                    .unwrap_or_default(),
+                service_deployment_status: sd.map(|d| d.status.as_str().to_string()),
+                lifecycle_stage: sd.and_then(|d| d.lifecycle_stage.clone()),
+                production_traffic_percent: sd.and_then(|d| d.production_traffic),
+                paused_by_hook: sd
+                    .and_then(|d| d.paused.as_ref())
+                    .map(|h| h.hook_id.clone()),
             }
         })
         .collect();

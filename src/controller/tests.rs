@@ -71,6 +71,7 @@ fn world(td: &str, rolling: bool, record: &Record, images: Check) -> Observed {
         desired: 2,
         tags: record.tags_for("web"),
         run: Default::default(),
+        ..ServiceState::default()
     };
     Observed {
         account: "123456789012".into(),

@@ -195,7 +195,7 @@ pub fn render_page(r: &StatusReport, now_ms: u64) -> String {
         let mut services = String::new();
         for svc in &e.services {
             services.push_str(&format!(
-                "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td><meter min=\"0\" max=\"{}\" value=\"{}\" aria-label=\"{} of {} tasks running\"></meter> {}/{}</td></tr>",
+                "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td><meter min=\"0\" max=\"{}\" value=\"{}\" aria-label=\"{} of {} tasks running\"></meter> {}/{}</td><td class=\"ecs-deployment\">{}</td></tr>",
                 esc(&svc.name),
                 esc(svc.task_definition.rsplit('/').next().unwrap_or_default()),
                 esc(&short(&svc.running_release)),
@@ -204,7 +204,8 @@ pub fn render_page(r: &StatusReport, now_ms: u64) -> String {
                 svc.running_count,
                 svc.desired_count,
                 svc.running_count,
-                svc.desired_count
+                svc.desired_count,
+                esc(&ecs_deployment(svc)),
             ));
         }
         let mut hooks = String::new();
@@ -271,7 +272,7 @@ pub fn render_page(r: &StatusReport, now_ms: u64) -> String {
             ));
         }
         details.push_str(&format!(
-            "<section id=\"detail-{name}\" aria-labelledby=\"title-{name}\"><h2 id=\"title-{name}\">{name} <span class=\"phase {phase}\">{phase}</span></h2><p class=\"message\">{msg}</p><p class=\"links\">{links}</p>{bake}<ul class=\"gates\">{gates}</ul><table class=\"services\"><tr><th scope=\"col\">service</th><th scope=\"col\">task definition</th><th scope=\"col\">running</th><th scope=\"col\">tasks</th></tr>{services}</table>{hooks}<ul>{problems}</ul><h3>timeline</h3>{timeline}<h3>recent transitions</h3><ul>{history}</ul></section>\n",
+            "<section id=\"detail-{name}\" aria-labelledby=\"title-{name}\"><h2 id=\"title-{name}\">{name} <span class=\"phase {phase}\">{phase}</span></h2><p class=\"message\">{msg}</p><p class=\"links\">{links}</p>{bake}<ul class=\"gates\">{gates}</ul><table class=\"services\"><tr><th scope=\"col\">service</th><th scope=\"col\">task definition</th><th scope=\"col\">running</th><th scope=\"col\">tasks</th><th scope=\"col\">ECS deployment</th></tr>{services}</table>{hooks}<ul>{problems}</ul><h3>timeline</h3>{timeline}<h3>recent transitions</h3><ul>{history}</ul></section>\n",
             name = esc(&e.name),
             phase = esc(&e.phase),
             msg = esc(e.error.as_deref().unwrap_or(&e.message)),
@@ -311,4 +312,27 @@ svg.timeline{{max-width:100%;height:auto}}svg.timeline rect{{fill:var(--line)}}s
             ))
             .unwrap_or_default(),
     )
+}
+
+/// `BLUE_GREEN IN_PROGRESS at PRODUCTION_TRAFFIC_SHIFT, 50% traffic, paused (hook-0)`; the
+/// strategy alone when ECS has no deployment in flight.
+fn ecs_deployment(svc: &crate::status::ServiceStatus) -> String {
+    let mut out = if svc.strategy.is_empty() {
+        "ROLLING".to_string()
+    } else {
+        svc.strategy.clone()
+    };
+    if let Some(st) = &svc.service_deployment_status {
+        out.push_str(&format!(" {st}"));
+    }
+    if let Some(stage) = &svc.lifecycle_stage {
+        out.push_str(&format!(" at {stage}"));
+    }
+    if let Some(t) = svc.production_traffic_percent {
+        out.push_str(&format!(", {t}% traffic"));
+    }
+    if let Some(h) = &svc.paused_by_hook {
+        out.push_str(&format!(", paused ({h})"));
+    }
+    out
 }

@@ -16,8 +16,9 @@ use crate::aws::ecs::CachedTd;
 use crate::aws::{Aws, AwsError, ErrorClass};
 use crate::desired::{DesiredState, Release};
 use crate::plan::{
-    AlarmState, Check, Deployment, DeploymentStatus, Observed, RecordRead, RolloutState,
-    RunSettings, ServiceState, TaskDefinitionInfo, TaskRun, TaskState, Upstream, started_by,
+    AlarmState, Check, Deployment, DeploymentStatus, Observed, PausedHook, RecordRead,
+    RolloutState, RunSettings, SdStatus, ServiceDeployment, ServiceState, Strategy,
+    TaskDefinitionInfo, TaskRun, TaskState, Upstream, started_by,
 };
 use crate::record::{self, PREFIX, Record, TAG_RELEASE, TAG_TARGET_TD};
 use health::HealthChecker;
@@ -114,6 +115,9 @@ impl Observer {
             }
         }
         obs.services = services;
+        if needs.service_deployments {
+            self.service_deployments(desired, &mut obs.services).await;
+        }
         if needs.gates {
             obs.images = Some(self.images(desired).await);
             if let (Some(_), Some(up)) = (&desired.promote_from, upstream) {
@@ -175,6 +179,79 @@ impl Observer {
             obs.task_runs.insert(key, run);
         }
         Ok((obs, record))
+    }
+
+    /// Each service's current service deployment (ECS' record of the rollout in flight); a
+    /// read that fails leaves what AWS said in its place.
+    async fn service_deployments(
+        &self,
+        desired: &DesiredState,
+        services: &mut BTreeMap<String, ServiceState>,
+    ) {
+        let region = desired.region.as_str();
+        let mut arns = Vec::new();
+        for (name, s) in services.iter_mut() {
+            if s.current_service_deployment.is_none() {
+                match self
+                    .aws
+                    .newest_service_deployment(region, &desired.cluster, name)
+                    .await
+                {
+                    Ok(arn) => s.current_service_deployment = arn,
+                    Err(e) => s.service_deployment = Some(Err(e.brief())),
+                }
+            }
+            match &s.current_service_deployment {
+                Some(arn) if s.service_deployment.is_none() => arns.push(arn.clone()),
+                None if s.service_deployment.is_none() => s.service_deployment = Some(Ok(None)),
+                _ => {}
+            }
+        }
+        if arns.is_empty() {
+            return;
+        }
+        let read = async {
+            let found = self.aws.service_deployments(region, &arns).await?;
+            let revisions: Vec<String> = found
+                .iter()
+                .flat_map(|d| {
+                    d.target_service_revision()
+                        .and_then(|r| r.arn())
+                        .into_iter()
+                        .chain(d.source_service_revisions().iter().filter_map(|r| r.arn()))
+                        .map(str::to_string)
+                })
+                .collect();
+            let tds = self
+                .aws
+                .revision_task_definitions(region, &revisions)
+                .await?;
+            Ok::<_, AwsError>(
+                found
+                    .iter()
+                    .map(|d| service_deployment(d, &tds))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        match read.await {
+            Ok(found) => {
+                for s in services.values_mut() {
+                    if let Some(arn) = &s.current_service_deployment
+                        && s.service_deployment.is_none()
+                    {
+                        s.service_deployment =
+                            Some(Ok(found.iter().find(|d| &d.arn == arn).cloned()));
+                    }
+                }
+            }
+            Err(e) => {
+                for s in services.values_mut() {
+                    if s.current_service_deployment.is_some() && s.service_deployment.is_none() {
+                        s.service_deployment = Some(Err(e.brief()));
+                    }
+                }
+            }
+        }
     }
 
     /// The newest task started with `key`, if any.
@@ -316,6 +393,61 @@ fn service_state(s: &Service) -> ServiceState {
         desired: s.desired_count(),
         tags,
         run: run_settings(s),
+        strategy: Strategy::parse(
+            s.deployment_configuration()
+                .and_then(|c| c.strategy())
+                .map(|x| x.as_str()),
+        ),
+        current_service_deployment: s.current_service_deployment().map(str::to_string),
+        service_deployment: None,
+    }
+}
+
+/// A service deployment in the decision's terms, its revisions resolved through `tds`.
+fn service_deployment(
+    d: &aws_sdk_ecs::types::ServiceDeployment,
+    tds: &HashMap<String, String>,
+) -> ServiceDeployment {
+    let td = |arn: Option<&str>| arn.and_then(|a| tds.get(a)).cloned();
+    let time = |t: Option<&aws_sdk_ecs::primitives::DateTime>| {
+        t.and_then(|t| SystemTime::try_from(*t).ok())
+    };
+    let paused = d
+        .lifecycle_hook_details()
+        .iter()
+        .find(|h| h.status().map(|s| s.as_str()) == Some("AWAITING_ACTION"))
+        .map(|h| PausedHook {
+            hook_id: h.hook_id().unwrap_or("(no id)").to_string(),
+            expires_at: time(h.expires_at()),
+            timeout_action: h.timeout_action().map(|a| a.as_str().to_string()),
+        });
+    ServiceDeployment {
+        arn: d.service_deployment_arn().unwrap_or_default().to_string(),
+        status: SdStatus::parse(d.status().map(|s| s.as_str()).unwrap_or("PENDING")),
+        status_reason: d.status_reason().map(str::to_string),
+        created_at: time(d.created_at()).unwrap_or(UNIX_EPOCH),
+        updated_at: time(d.updated_at()),
+        target_task_definition: td(d.target_service_revision().and_then(|r| r.arn())),
+        source_task_definitions: d
+            .source_service_revisions()
+            .iter()
+            .filter_map(|r| td(r.arn()))
+            .collect(),
+        lifecycle_stage: d.lifecycle_stage().map(|s| s.as_str().to_string()),
+        production_traffic: d
+            .target_service_revision()
+            .and_then(|r| r.requested_production_traffic_weight()),
+        rollback_reason: d.rollback().and_then(|r| r.reason()).map(str::to_string),
+        circuit_breaker_triggered: d
+            .deployment_circuit_breaker()
+            .and_then(|c| c.status())
+            .map(|s| s.as_str() == "TRIGGERED")
+            .unwrap_or(false),
+        triggered_alarms: d
+            .alarms()
+            .map(|a| a.triggered_alarm_names().to_vec())
+            .unwrap_or_default(),
+        paused,
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod gates;
 mod hooks;
+mod managed;
 pub mod observed;
 mod rollback;
 mod rollout;
@@ -24,8 +25,9 @@ use std::time::{Duration, SystemTime};
 
 pub use hooks::{HookView, started_by};
 pub use observed::{
-    AlarmState, Check, Deployment, DeploymentStatus, Needs, Observed, RolloutState, RunSettings,
-    ServiceState, TaskDefinitionInfo, TaskRun, TaskState, Upstream,
+    AlarmState, Check, Deployment, DeploymentStatus, Needs, Observed, PausedHook, RolloutState,
+    RunSettings, SdStatus, ServiceDeployment, ServiceState, Strategy, TaskDefinitionInfo, TaskRun,
+    TaskState, Upstream,
 };
 
 use crate::desired::{DesiredState, Release};
@@ -76,6 +78,13 @@ pub enum Action {
         command: Vec<String>,
         started_by: String,
         settings: RunSettings,
+    },
+    /// StopServiceDeployment with `stopType: ROLLBACK`: ECS puts the service's source revision
+    /// (its last good one) back and, for a managed strategy, moves production traffic back at
+    /// once.
+    StopDeployment {
+        service: String,
+        service_deployment: String,
     },
     /// Stop a hook's task (its timeout passed).
     StopTask {
@@ -299,7 +308,7 @@ pub fn needs(desired: &DesiredState, record: &RecordRead) -> Needs {
             .map(|x| (*x).clone())
             .collect()
     };
-    match &r.phase {
+    let mut n = match &r.phase {
         Phase::Deploying { target } => Needs {
             gates: target != &desired.release,
             alarms: true,
@@ -321,6 +330,7 @@ pub fn needs(desired: &DesiredState, record: &RecordRead) -> Needs {
                 .then(|| target.clone()),
             logs_since: (target == &desired.release && !desired.verify.logs.is_empty())
                 .then_some(r.since),
+            service_deployments: false,
         },
         // What made a hook or verification task fail is shown while the release is held.
         Phase::RollingBack { release, reason } | Phase::Rejected { release, reason }
@@ -339,7 +349,10 @@ pub fn needs(desired: &DesiredState, record: &RecordRead) -> Needs {
         }
         Phase::RollingBack { .. } => Needs::default(),
         _ => settled_needs(desired, new_release, &hooks_for),
-    }
+    };
+    // ECS' own record of the rollout (or of its rollback) decides when it is over.
+    n.service_deployments = matches!(r.phase, Phase::Deploying { .. } | Phase::RollingBack { .. });
+    n
 }
 
 fn settled_needs(

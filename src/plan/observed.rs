@@ -93,6 +93,161 @@ pub struct ServiceState {
     pub tags: BTreeMap<String, String>,
     /// How its tasks are launched (hooks and verification tasks run the same way).
     pub run: RunSettings,
+    /// `deploymentConfiguration.strategy`.
+    pub strategy: Strategy,
+    /// ARN of its newest service deployment (`currentServiceDeployment`), as DescribeServices
+    /// reports it.
+    pub current_service_deployment: Option<String>,
+    /// That service deployment, when the decision needed it (`Needs::service_deployments`):
+    /// `Ok(None)` when the service has none, `Err` with what AWS said when it could not be read.
+    pub service_deployment: Option<Result<Option<ServiceDeployment>, String>>,
+}
+
+/// A service's `deploymentConfiguration.strategy`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Strategy {
+    #[default]
+    Rolling,
+    BlueGreen,
+    Linear,
+    Canary,
+    /// A strategy this version does not know; followed through its service deployment only.
+    Other(String),
+}
+
+impl Strategy {
+    pub fn parse(s: Option<&str>) -> Strategy {
+        match s {
+            None | Some("ROLLING") => Strategy::Rolling,
+            Some("BLUE_GREEN") => Strategy::BlueGreen,
+            Some("LINEAR") => Strategy::Linear,
+            Some("CANARY") => Strategy::Canary,
+            Some(other) => Strategy::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Strategy::Rolling => "ROLLING",
+            Strategy::BlueGreen => "BLUE_GREEN",
+            Strategy::Linear => "LINEAR",
+            Strategy::Canary => "CANARY",
+            Strategy::Other(s) => s,
+        }
+    }
+
+    /// ECS deploys it in stages (test traffic, production traffic shift, its own bake): the
+    /// rolling view (PRIMARY COMPLETED) says nothing about where traffic is.
+    pub fn managed(&self) -> bool {
+        !matches!(self, Strategy::Rolling)
+    }
+}
+
+/// A service deployment's `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SdStatus {
+    Pending,
+    InProgress,
+    Successful,
+    Stopped,
+    StopRequested,
+    RollbackRequested,
+    RollbackInProgress,
+    RollbackSuccessful,
+    RollbackFailed,
+    Other(String),
+}
+
+impl SdStatus {
+    pub fn parse(s: &str) -> SdStatus {
+        match s {
+            "PENDING" => SdStatus::Pending,
+            "IN_PROGRESS" => SdStatus::InProgress,
+            "SUCCESSFUL" => SdStatus::Successful,
+            "STOPPED" => SdStatus::Stopped,
+            "STOP_REQUESTED" => SdStatus::StopRequested,
+            "ROLLBACK_REQUESTED" => SdStatus::RollbackRequested,
+            "ROLLBACK_IN_PROGRESS" => SdStatus::RollbackInProgress,
+            "ROLLBACK_SUCCESSFUL" => SdStatus::RollbackSuccessful,
+            "ROLLBACK_FAILED" => SdStatus::RollbackFailed,
+            other => SdStatus::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            SdStatus::Pending => "PENDING",
+            SdStatus::InProgress => "IN_PROGRESS",
+            SdStatus::Successful => "SUCCESSFUL",
+            SdStatus::Stopped => "STOPPED",
+            SdStatus::StopRequested => "STOP_REQUESTED",
+            SdStatus::RollbackRequested => "ROLLBACK_REQUESTED",
+            SdStatus::RollbackInProgress => "ROLLBACK_IN_PROGRESS",
+            SdStatus::RollbackSuccessful => "ROLLBACK_SUCCESSFUL",
+            SdStatus::RollbackFailed => "ROLLBACK_FAILED",
+            SdStatus::Other(s) => s,
+        }
+    }
+
+    /// ECS is still moving it forward (a stop or rollback of ours would take effect).
+    pub fn in_flight(&self) -> bool {
+        matches!(self, SdStatus::Pending | SdStatus::InProgress)
+    }
+
+    /// ECS stopped it or is rolling it back: the release did not ship.
+    pub fn failed(&self) -> bool {
+        matches!(
+            self,
+            SdStatus::Stopped
+                | SdStatus::StopRequested
+                | SdStatus::RollbackRequested
+                | SdStatus::RollbackInProgress
+                | SdStatus::RollbackSuccessful
+                | SdStatus::RollbackFailed
+        )
+    }
+
+    /// ECS is putting the source revision back (wait for it rather than write).
+    pub fn rolling_back(&self) -> bool {
+        matches!(
+            self,
+            SdStatus::RollbackRequested | SdStatus::RollbackInProgress
+        )
+    }
+}
+
+/// One ECS service deployment (DescribeServiceDeployments), with its revisions resolved to
+/// task definitions (DescribeServiceRevisions).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceDeployment {
+    pub arn: String,
+    pub status: SdStatus,
+    pub status_reason: Option<String>,
+    pub created_at: SystemTime,
+    /// Its last change (a stage entered, a pause begun).
+    pub updated_at: Option<SystemTime>,
+    /// The task definition it deploys (None if the revision could not be resolved).
+    pub target_task_definition: Option<String>,
+    /// The task definitions it replaces (what a rollback returns to).
+    pub source_task_definitions: Vec<String>,
+    pub lifecycle_stage: Option<String>,
+    /// Share of production traffic ECS requested for the target revision, 0 to 100.
+    pub production_traffic: Option<f64>,
+    pub rollback_reason: Option<String>,
+    pub circuit_breaker_triggered: bool,
+    pub triggered_alarms: Vec<String>,
+    /// A lifecycle hook waiting for an action (a PAUSE hook).
+    pub paused: Option<PausedHook>,
+}
+
+impl Eq for ServiceDeployment {}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PausedHook {
+    pub hook_id: String,
+    pub expires_at: Option<SystemTime>,
+    /// What ECS does when it expires (`CONTINUE` or `ROLLBACK`).
+    pub timeout_action: Option<String>,
 }
 
 impl ServiceState {
@@ -253,4 +408,6 @@ pub struct Needs {
     pub verify_tasks: Option<Release>,
     /// Count `verify.logs` events since this time (the rollout completed).
     pub logs_since: Option<SystemTime>,
+    /// Read each service's current service deployment (a rollout or rollback in flight).
+    pub service_deployments: bool,
 }

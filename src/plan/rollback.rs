@@ -1,6 +1,7 @@
 //! Rolling back: every service of the environment back on its last good revision, then the
 //! release is held as Rejected until git names another.
 
+use super::managed::EcsPutsBack;
 use super::{Action, Ctx, Plan, UpdateWhy, Why};
 use crate::desired::Release;
 use crate::record::{Phase, Reason, Record};
@@ -29,10 +30,24 @@ impl Ctx<'_> {
         self.go(p, phase, Why::Failed(reason))
     }
 
-    /// Points every service that is not on its last good revision back at it.
+    /// Points every service that is not on its last good revision back at it: a service
+    /// deployment in flight from last good is stopped with ROLLBACK (ECS moves production
+    /// traffic back at once), one ECS is already rolling back is waited for; every other
+    /// service gets one UpdateService.
     pub(super) fn restore_last_good(&self, p: &mut Plan, r: &Record, why: UpdateWhy) {
         for (n, s) in self.services() {
             let good = self.last_good_td(r, n);
+            match self.ecs_puts_back(s, &good) {
+                EcsPutsBack::Stop(arn) => {
+                    p.actions.push(Action::StopDeployment {
+                        service: n.clone(),
+                        service_deployment: arn.to_string(),
+                    });
+                    continue;
+                }
+                EcsPutsBack::Wait => continue,
+                EcsPutsBack::No => {}
+            }
             if s.current() != good {
                 p.actions.push(Action::Update {
                     service: n.clone(),

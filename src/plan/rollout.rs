@@ -193,6 +193,10 @@ impl Ctx<'_> {
             let Some(target) = self.target_td(r, n, s) else {
                 continue;
             };
+            // ECS' own record first: it names what ECS did (and why) when it rolled back.
+            if let Some(failure) = self.ecs_failure(r, n, s, &target) {
+                return Some(failure);
+            }
             let failed = s.deployments.iter().find(|d| {
                 d.task_definition == target && d.rollout_state == Some(RolloutState::Failed)
             });
@@ -299,13 +303,10 @@ impl Ctx<'_> {
                         .entry(n.clone())
                         .or_default()
                         .target_task_definition = Some(td.clone());
-                    if !s.steady_on(&td) {
+                    let updated = r.service(n).target_task_definition.is_some();
+                    if let Err(what) = self.rollout_done(&p.record, s, &td, updated) {
                         all_steady = false;
-                        waiting.push(format!(
-                            "{n}: {}/{} running",
-                            s.primary().map(|d| d.running).unwrap_or(0),
-                            s.desired
-                        ));
+                        waiting.push(format!("{n}: {what}"));
                     }
                 }
             }

@@ -57,7 +57,38 @@ fn steady(td: &str) -> ServiceState {
         desired: 2,
         tags: BTreeMap::new(),
         run: RunSettings::default(),
+        ..ServiceState::default()
     }
+}
+
+/// `s` on a blue/green strategy whose newest service deployment (created at `t(created)`)
+/// deploys NEW over GOOD, `status` at `stage`.
+fn managed(mut s: ServiceState, status: SdStatus, stage: &str, created: u64) -> ServiceState {
+    s.strategy = Strategy::BlueGreen;
+    s.service_deployment = Some(Ok(Some(ServiceDeployment {
+        arn: "arn:aws:ecs:me-south-1:123456789012:service-deployment/c/web/sd1".into(),
+        status,
+        status_reason: None,
+        created_at: t(created),
+        updated_at: Some(t(created)),
+        target_task_definition: Some(NEW.into()),
+        source_task_definitions: vec![GOOD.into()],
+        lifecycle_stage: Some(stage.into()),
+        production_traffic: Some(50.0),
+        rollback_reason: None,
+        circuit_breaker_triggered: false,
+        triggered_alarms: Vec::new(),
+        paused: None,
+    })));
+    s
+}
+
+/// Changes the service deployment of `s` (which `managed` gave one).
+fn sd_with(mut s: ServiceState, f: impl FnOnce(&mut ServiceDeployment)) -> ServiceState {
+    if let Some(Ok(Some(d))) = &mut s.service_deployment {
+        f(d);
+    }
+    s
 }
 
 /// A rollout of `to` in progress, replacing `from`.
@@ -237,6 +268,7 @@ fn short(a: &Action) -> String {
         } => format!("update {service} {}", short_td(task_definition)),
         Action::RunTask { hook, kind, .. } => format!("run {} {hook}", kind.as_str()),
         Action::StopTask { hook, .. } => format!("stop {hook}"),
+        Action::StopDeployment { service, .. } => format!("stop-deployment {service}"),
     }
 }
 
@@ -1148,6 +1180,167 @@ fn cases() -> Vec<Case> {
             actions: &[],
             says: "verified after 1m bake",
             record_after: "InSync since=60 good=b rejected=- verified=ba web=web:2/- hooks=- persist",
+        },
+        Case {
+            name: "blue/green: green up (rolling view complete) but traffic still shifting: not done",
+            desired: desired('b', ""),
+            observed: observed(managed(
+                steady(NEW),
+                SdStatus::InProgress,
+                "PRODUCTION_TRAFFIC_SHIFT",
+                1,
+            )),
+            record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+            now: 30,
+            phase: Phase::Deploying,
+            actions: &[],
+            says: "web: BLUE_GREEN IN_PROGRESS at PRODUCTION_TRAFFIC_SHIFT, 50% of production traffic",
+            record_after: "Deploying(b) since=0 good=a rejected=- verified=a web=web:1/web:2 hooks=- persist",
+        },
+        Case {
+            name: "blue/green: the service deployment SUCCESSFUL starts our bake",
+            desired: desired('b', ""),
+            observed: observed(managed(steady(NEW), SdStatus::Successful, "CLEAN_UP", 1)),
+            record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+            now: 30,
+            phase: Phase::Baking,
+            actions: &[],
+            says: "rollout of bbbbbbb complete",
+            record_after: "Baking(b) since=30 good=a rejected=- verified=a web=web:1/web:2 hooks=- persist",
+        },
+        Case {
+            name: "blue/green: an older SUCCESSFUL deployment of the same revision is not ours",
+            desired: desired('b', ""),
+            observed: observed(managed(steady(NEW), SdStatus::Successful, "CLEAN_UP", 0)),
+            record: Some(record(Phase::Deploying, 100, Some('b'), Some(NEW))),
+            now: 130,
+            phase: Phase::Deploying,
+            actions: &[],
+            says: "waiting for ECS' BLUE_GREEN service deployment",
+            record_after: "Deploying(b) since=100 good=a rejected=- verified=a web=web:1/web:2 hooks=- persist",
+        },
+        Case {
+            name: "blue/green: ECS rolled back by itself -> ecs_rollback, no write while ECS puts it back",
+            desired: desired('b', ""),
+            observed: observed(sd_with(
+                managed(
+                    steady(NEW),
+                    SdStatus::RollbackInProgress,
+                    "PRODUCTION_TRAFFIC_SHIFT",
+                    1,
+                ),
+                |d| d.rollback_reason = Some("lifecycle hook failed".into()),
+            )),
+            record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+            now: 30,
+            phase: Phase::RollingBack,
+            actions: &[],
+            says: "ROLLBACK_IN_PROGRESS at PRODUCTION_TRAFFIC_SHIFT: lifecycle hook failed",
+            record_after: "RollingBack(b,ecs_rollback) since=30 good=a rejected=b:ecs_rollback verified=a web=web:1/web:2 hooks=- persist",
+        },
+        Case {
+            name: "blue/green: ECS names the alarm it rolled back on -> alarm",
+            desired: desired('b', ""),
+            observed: observed(sd_with(
+                managed(steady(GOOD), SdStatus::RollbackSuccessful, "PRODUCTION_TRAFFIC_SHIFT", 1),
+                |d| d.triggered_alarms = vec!["web-p99".into()],
+            )),
+            record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+            now: 30,
+            phase: Phase::RollingBack,
+            actions: &[],
+            says: "(alarms web-p99)",
+            record_after: "RollingBack(b,alarm) since=30 good=a rejected=b:alarm verified=a web=web:1/web:2 hooks=- persist",
+        },
+        Case {
+            name: "blue/green: ECS' circuit breaker -> circuit_breaker",
+            desired: desired('b', ""),
+            observed: observed(sd_with(
+                managed(steady(GOOD), SdStatus::RollbackSuccessful, "SCALE_UP", 1),
+                |d| d.circuit_breaker_triggered = true,
+            )),
+            record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+            now: 30,
+            phase: Phase::RollingBack,
+            actions: &[],
+            says: "circuit_breaker",
+            record_after: "RollingBack(b,circuit_breaker) since=30 good=a rejected=b:circuit_breaker verified=a web=web:1/web:2 hooks=- persist",
+        },
+        Case {
+            name: "rolling: service deployment ROLLBACK_SUCCESSFUL while the rolling view looks steady -> ecs_rollback",
+            desired: desired('b', ""),
+            observed: with(
+                observed(sd_with(
+                    managed(steady(GOOD), SdStatus::RollbackSuccessful, "BAKE_TIME", 1),
+                    |d| d.production_traffic = None,
+                )),
+                |o| o.services.get_mut("web").unwrap().strategy = Strategy::Rolling,
+            ),
+            record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+            now: 30,
+            phase: Phase::RollingBack,
+            actions: &[],
+            says: "ECS' ROLLING service deployment of web is ROLLBACK_SUCCESSFUL",
+            record_after: "RollingBack(b,ecs_rollback) since=30 good=a rejected=b:ecs_rollback verified=a web=web:1/web:2 hooks=- persist",
+        },
+        Case {
+            name: "blue/green: an alarm mid traffic shift stops ECS' deployment with ROLLBACK instead of an update",
+            desired: desired('b', ""),
+            observed: with(
+                observed(managed(
+                    steady(NEW),
+                    SdStatus::InProgress,
+                    "PRODUCTION_TRAFFIC_SHIFT",
+                    1,
+                )),
+                alarm,
+            ),
+            record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+            now: 30,
+            phase: Phase::RollingBack,
+            actions: &["stop-deployment web"],
+            says: "alarm",
+            record_after: "RollingBack(b,alarm) since=30 good=a rejected=b:alarm verified=a web=web:1/web:2 hooks=- persist",
+        },
+        Case {
+            name: "blue/green: the rollout timeout stops a deployment paused at a hook",
+            desired: desired('b', ""),
+            observed: observed(sd_with(
+                managed(steady(NEW), SdStatus::InProgress, "POST_TEST_TRAFFIC_SHIFT", 1),
+                |d| {
+                    d.paused = Some(PausedHook {
+                        hook_id: "hook-0".into(),
+                        expires_at: None,
+                        timeout_action: Some("CONTINUE".into()),
+                    })
+                },
+            )),
+            record: Some(record(Phase::Deploying, 0, Some('b'), Some(NEW))),
+            now: 121,
+            phase: Phase::RollingBack,
+            actions: &["stop-deployment web"],
+            says: "paused by lifecycle hook hook-0 for 120s",
+            record_after: "RollingBack(b,rollout_timeout) since=121 good=a rejected=b:rollout_timeout verified=a web=web:1/web:2 hooks=- persist",
+        },
+        Case {
+            name: "rolling back: ECS still putting last good back is waited for, not written",
+            desired: desired('b', ""),
+            observed: observed(managed(
+                rolling(NEW, GOOD, 1, 0),
+                SdStatus::RollbackInProgress,
+                "PRODUCTION_TRAFFIC_SHIFT",
+                1,
+            )),
+            record: Some(rejected(
+                record(Phase::RollingBack, 30, Some('b'), Some(NEW)),
+                'b',
+                Reason::Alarm,
+            )),
+            now: 32,
+            phase: Phase::RollingBack,
+            actions: &[],
+            says: "rolling back bbbbbbb (alarm)",
+            record_after: "RollingBack(b,alarm) since=30 good=a rejected=b:alarm verified=a web=web:1/web:2 hooks=- persist",
         },
     ]
 }
