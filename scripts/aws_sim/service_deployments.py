@@ -103,6 +103,7 @@ class ServiceDeployments:
         plan = [("RECONCILE_SERVICE", st, 0.0), ("PRE_SCALE_UP", st, 0.0), ("SCALE_UP", rollout_seconds, 0.0),
                 ("POST_SCALE_UP", st, 0.0), ("TEST_TRAFFIC_SHIFT", st, 0.0), ("POST_TEST_TRAFFIC_SHIFT", st, 0.0)]
         strategy = cfg.get("strategy")
+        # Each step shifts traffic (one stage_seconds), then holds it for the step's bake.
         if strategy == "LINEAR":
             lin = cfg.get("linearConfiguration") or {}
             step = float(lin.get("stepPercent", 10.0))
@@ -110,18 +111,22 @@ class ServiceDeployments:
             weight = 0.0
             while weight < 100.0:
                 weight = min(100.0, weight + step)
-                plan.append(("PRODUCTION_TRAFFIC_SHIFT", st + (wait if weight < 100.0 else 0.0), weight))
+                plan.append(("PRODUCTION_TRAFFIC_SHIFT", st, weight))
+                if weight < 100.0 and wait > 0:
+                    plan.append(("PRODUCTION_TRAFFIC_SHIFT", wait, weight))
         elif strategy == "CANARY":
             can = cfg.get("canaryConfiguration") or {}
-            plan.append(("PRODUCTION_TRAFFIC_SHIFT",
-                         st + float(can.get("canaryBakeTimeInMinutes", 10)) * minute,
-                         float(can.get("canaryPercent", 5.0))))
+            percent = float(can.get("canaryPercent", 5.0))
+            plan.append(("PRODUCTION_TRAFFIC_SHIFT", st, percent))
+            plan.append(("PRODUCTION_TRAFFIC_SHIFT", float(can.get("canaryBakeTimeInMinutes", 10)) * minute, percent))
             plan.append(("PRODUCTION_TRAFFIC_SHIFT", st, 100.0))
         else:
             plan.append(("PRODUCTION_TRAFFIC_SHIFT", st, 100.0))
         plan.append(("POST_PRODUCTION_TRAFFIC_SHIFT", st, 100.0))
         plan.append(("BAKE_TIME", float(cfg.get("bakeTimeInMinutes", 0) or 0) * minute, 100.0))
-        plan.append(("CLEAN_UP", st, 100.0))
+        # Blue's tasks drain from the load balancer (its deregistration delay) before ECS calls
+        # the deployment SUCCESSFUL.
+        plan.append(("CLEAN_UP", float(self.state.config["cleanup_seconds"]), 100.0))
         return plan
 
     def _revision(self, region, service, td):

@@ -75,7 +75,9 @@ class State:
                            # Managed (blue/green, linear, canary) deployments: seconds each
                            # lifecycle stage lasts, and seconds one minute of the service's own
                            # waits (bakeTimeInMinutes, step bakes, hook timeouts) lasts.
-                           "stage_seconds": 0.3, "minute_seconds": 60.0}
+                           "stage_seconds": 0.3, "minute_seconds": 60.0,
+                           # CLEAN_UP: blue drained (the target group's deregistration delay).
+                           "cleanup_seconds": 3.0}
             self.behaviours = {}  # image tag -> {"kind": ..., "seconds": ...}
             self.faults = []  # list of Fault
             self.calls = {}  # "ecs:DescribeServices" -> count

@@ -146,6 +146,23 @@ impl Sim {
         self.control("POST", "tasks", Some(json));
     }
 
+    /// Every service deployment the simulator keeps (oldest first), as its control API dumps
+    /// them: the public fields plus `serviceArn`, times as epoch seconds.
+    pub fn service_deployments(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.control("GET", "service-deployments", None)).unwrap()
+    }
+
+    /// Makes ECS roll the service's next deployment back by itself at `stage`.
+    pub fn ecs_rollback_at(&self, service: &str, stage: &str, after_seconds: f64, kind: &str) {
+        self.control(
+            "POST",
+            "service-deployments/rollback",
+            Some(&format!(
+                r#"{{"service": "{service}", "at_stage": "{stage}", "after_seconds": {after_seconds}, "kind": "{kind}", "reason": "simulated {kind} failure at {stage}"}}"#
+            )),
+        );
+    }
+
     /// Every one-off task started (RunTask), with the request that started it.
     pub fn tasks(&self) -> Vec<serde_json::Value> {
         serde_json::from_str(&self.control("GET", "tasks", None)).unwrap()

@@ -225,6 +225,26 @@ impl World {
         td
     }
 
+    /// Sets the service's deployment strategy (UpdateService with only a
+    /// deploymentConfiguration: no new deployment), e.g. `BLUE_GREEN` with ECS' own bake.
+    pub async fn strategy(&self, cluster: &str, name: &str, config: DeploymentConfiguration) {
+        let want = config.strategy().cloned();
+        self.ecs
+            .update_service()
+            .cluster(cluster)
+            .service(name)
+            .deployment_configuration(config)
+            .send()
+            .await
+            .unwrap();
+        let got = self.describe(cluster, name).await;
+        assert_eq!(
+            got.deployment_configuration().and_then(|c| c.strategy()),
+            want.as_ref(),
+            "the simulator keeps the strategy"
+        );
+    }
+
     /// Creates one-container services on `tag` together and waits until all are steady (their
     /// deployments progress at the same time). Returns their task definition ARNs.
     pub async fn services(
