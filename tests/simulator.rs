@@ -629,3 +629,138 @@ async fn log_events_put_through_the_control_api_are_found_by_filter_log_events()
         .unwrap_err();
     assert_eq!(err.code(), Some("ResourceNotFoundException"));
 }
+
+/// The current service deployment of `name`, through DescribeServices' `currentServiceDeployment`.
+async fn current_sd(
+    ecs: &aws_sdk_ecs::Client,
+    name: &str,
+) -> aws_sdk_ecs::types::ServiceDeployment {
+    let arn = describe(ecs, name)
+        .await
+        .current_service_deployment()
+        .expect("DescribeServices names the current service deployment")
+        .to_string();
+    ecs.describe_service_deployments()
+        .service_deployment_arns(arn)
+        .send()
+        .await
+        .unwrap()
+        .service_deployments()[0]
+        .clone()
+}
+
+#[tokio::test]
+async fn a_blue_green_service_deployment_is_followed_and_stopped_with_rollback_through_the_rust_sdk()
+ {
+    use aws_sdk_ecs::types::{
+        DeploymentStrategy, ServiceDeploymentLifecycleStage as Stage, ServiceDeploymentStatus,
+        StopServiceDeploymentStopType,
+    };
+    let sim = Sim::start();
+    sim.config(
+        r#"{"rollout_seconds": 0.2, "stage_seconds": 0.1, "minute_seconds": 60, "cleanup_seconds": 0.2}"#,
+    );
+    let ecs = ecs(&sim).await;
+    let old = register(&ecs, "bg", "a").await;
+    let new = register(&ecs, "bg", "b").await;
+    service(&ecs, "bg", &old, 2, false).await;
+    steady(&ecs, "bg", &old).await;
+    ecs.update_service()
+        .cluster("c")
+        .service("bg")
+        .deployment_configuration(
+            DeploymentConfiguration::builder()
+                .strategy(DeploymentStrategy::BlueGreen)
+                .bake_time_in_minutes(30)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    ecs.update_service()
+        .cluster("c")
+        .service("bg")
+        .task_definition(&new)
+        .send()
+        .await
+        .unwrap();
+    // ECS' own bake (30 minutes here) keeps it IN_PROGRESS with both revisions running.
+    let sd = wait_for_async(Duration::from_secs(20), "BAKE_TIME", || async {
+        let d = current_sd(&ecs, "bg").await;
+        (d.lifecycle_stage() == Some(&Stage::BakeTime)).then_some(d)
+    })
+    .await;
+    assert_eq!(sd.status(), Some(&ServiceDeploymentStatus::InProgress));
+    let target = sd.target_service_revision().unwrap();
+    assert_eq!(target.requested_production_traffic_weight(), Some(100.0));
+    let revs = ecs
+        .describe_service_revisions()
+        .service_revision_arns(target.arn().unwrap())
+        .service_revision_arns(sd.source_service_revisions()[0].arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let tds: Vec<&str> = revs
+        .service_revisions()
+        .iter()
+        .map(|r| r.task_definition().unwrap())
+        .collect();
+    assert_eq!(tds, [new.as_str(), old.as_str()]);
+    let listed = ecs
+        .list_service_deployments()
+        .cluster("c")
+        .service("bg")
+        .status(ServiceDeploymentStatus::InProgress)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.service_deployments()[0].service_deployment_arn(),
+        sd.service_deployment_arn()
+    );
+    ecs.stop_service_deployment()
+        .service_deployment_arn(sd.service_deployment_arn().unwrap())
+        .stop_type(StopServiceDeploymentStopType::Rollback)
+        .send()
+        .await
+        .unwrap();
+    // Traffic goes back to blue at once; the deployment ends ROLLBACK_SUCCESSFUL.
+    assert_eq!(
+        describe(&ecs, "bg").await.task_definition(),
+        Some(old.as_str())
+    );
+    let done = wait_for_async(Duration::from_secs(20), "ROLLBACK_SUCCESSFUL", || async {
+        let d = current_sd(&ecs, "bg").await;
+        (d.status() == Some(&ServiceDeploymentStatus::RollbackSuccessful)).then_some(d)
+    })
+    .await;
+    assert_eq!(
+        done.rollback().and_then(|r| r.service_revision_arn()),
+        sd.source_service_revisions()[0].arn()
+    );
+    steady(&ecs, "bg", &old).await;
+    let err = ecs
+        .stop_service_deployment()
+        .service_deployment_arn(sd.service_deployment_arn().unwrap())
+        .stop_type(StopServiceDeploymentStopType::Rollback)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("ClientException"));
+}
+
+#[test]
+fn the_simulators_service_deployments_hold_up_through_boto3() {
+    // scripts/aws_sim/test_service_deployments.py: stages, traffic steps, stops, ECS' own
+    // rollbacks, rolling records and PAUSE hooks, through the AWS SDK for Python.
+    let _ = Sim::start(); // installs the simulator's virtualenv (boto3 comes with moto)
+    let root = support::root();
+    let out = std::process::Command::new(root.join(".aws-sim/venv/bin/python"))
+        .args(["-m", "unittest", "-v", "test_service_deployments"])
+        .current_dir(root.join("scripts/aws_sim"))
+        .output()
+        .expect("run the boto3 tests");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("Ran 7 tests"), "{log}");
+}

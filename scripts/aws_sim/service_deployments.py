@@ -45,7 +45,9 @@ def _epoch(t):
 
 
 def _now():
-    return dt.datetime.now(dt.timezone.utc)
+    """Now, to the millisecond (what the API shows, so a filter by a time read back matches)."""
+    t = dt.datetime.now(dt.timezone.utc)
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
 def strategy_of(service):

@@ -8,6 +8,10 @@ runs moto in-process and adds (see shared/notes/moto.md for why each is needed):
   per image tag a test chooses healthy / slow / crash loop / never stable; ECS' deployment
   circuit breaker (with rollback) on crash loops; service events; full task definition ARNs;
   deploymentConfiguration kept as sent.
+- ECS service deployments (ListServiceDeployments, DescribeServiceDeployments,
+  DescribeServiceRevisions, StopServiceDeployment, ContinueServiceDeployment) for every
+  deployment, and the staged deployments ECS runs for BLUE_GREEN, LINEAR and CANARY services
+  (service_deployments.py).
 - CloudWatch over smithy rpc-v2-cbor (aws-sdk-cloudwatch >= 1.100), translated to moto's
   JSON 1.0 and back.
 - Fault injection per operation (HTTP 500/503, throttling, latency, dropped connection) by
