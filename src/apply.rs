@@ -78,6 +78,10 @@ pub async fn apply(
     obs: &Observed,
     plan: &Plan,
 ) -> Result<Applied, ApplyError> {
+    // The environment's own credentials (its `account.role_arn`), as the observation used.
+    let aws = &aws
+        .for_account(&desired.environment, desired.account.as_ref())
+        .await;
     let region = desired.region.as_str();
     let mut done = Applied::default();
     if plan.persist {

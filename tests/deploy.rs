@@ -43,8 +43,20 @@ fn operations_called() -> BTreeSet<String> {
     ops
 }
 
+/// The code assumes `account.role_arn` roles (aws-config's AssumeRoleProvider, outside
+/// `Aws::call`).
+fn assumes_roles() -> bool {
+    std::fs::read_to_string(root().join("src/aws/account.rs"))
+        .map(|t| t.contains("AssumeRoleProvider"))
+        .unwrap_or(false)
+}
+
 fn policy_actions() -> BTreeSet<String> {
-    let policy = json("deploy/iam-policy.json");
+    actions_of("deploy/iam-policy.json")
+}
+
+fn actions_of(file: &str) -> BTreeSet<String> {
+    let policy = json(file);
     let mut actions = BTreeSet::new();
     for st in policy["Statement"].as_array().unwrap() {
         assert_eq!(st["Effect"], "Allow");
@@ -73,6 +85,9 @@ fn the_iam_policy_grants_exactly_the_operations_the_code_calls() {
     // needs iam:PassRole.
     let mut needed = called.clone();
     needed.insert("iam:PassRole".into());
+    if assumes_roles() {
+        needed.insert("sts:AssumeRole".into());
+    }
     let missing: Vec<&String> = needed.difference(&granted).collect();
     let unused: Vec<&String> = granted.difference(&needed).collect();
     assert!(missing.is_empty(), "called but not granted: {missing:?}");
@@ -143,4 +158,52 @@ fn the_ecs_files_run_one_controller_with_a_healthz_check_and_the_webhook_port() 
             && docker.contains(" git ")
             && docker.contains("ca-certificates")
     );
+}
+
+#[test]
+fn the_deployer_role_grants_in_its_account_what_the_code_calls_there_and_trusts_only_the_controller()
+ {
+    assert!(assumes_roles(), "the code assumes roles");
+    // Permissions: every call about an environment (not STS, which is made with the
+    // controller's own credentials), in the environment's account.
+    let mut needed = operations_called();
+    needed.insert("iam:PassRole".into());
+    let granted = actions_of("deploy/deployer-role-policy.json");
+    let missing: Vec<&String> = needed.difference(&granted).collect();
+    let unused: Vec<&String> = granted.difference(&needed).collect();
+    assert!(missing.is_empty(), "called but not granted: {missing:?}");
+    assert!(unused.is_empty(), "granted but never called: {unused:?}");
+    let text = std::fs::read_to_string(root().join("deploy/deployer-role-policy.json")).unwrap();
+    assert!(
+        !text.contains(":123456789012:"),
+        "the deployer role's resources are in its own account"
+    );
+    // Trust: the controller's task role, with the external id, and nobody else.
+    let task_role = json("deploy/ecs-task-definition.json")["taskRoleArn"].clone();
+    let trust = json("deploy/deployer-role-trust-policy.json");
+    let statements = trust["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1);
+    let st = &statements[0];
+    assert_eq!(st["Effect"], "Allow");
+    assert_eq!(st["Action"], "sts:AssumeRole");
+    assert_eq!(st["Principal"]["AWS"], task_role);
+    let external_id = st["Condition"]["StringEquals"]["sts:ExternalId"]
+        .as_str()
+        .expect("the trust policy requires an external id");
+    // The controller's policy may assume exactly the role the trust policy belongs to.
+    let controller = json("deploy/iam-policy.json");
+    let assume = controller["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Action"].to_string().contains("sts:AssumeRole"))
+        .unwrap();
+    let role = assume["Resource"][0].as_str().unwrap();
+    assert!(
+        role.starts_with("arn:aws:iam::210987654321:role/"),
+        "{role}"
+    );
+    // The README's example names the same role and external id.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(readme.contains(role) && readme.contains(external_id));
 }

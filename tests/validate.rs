@@ -257,6 +257,50 @@ fn cases() -> Vec<(
             "from 100 to 599",
         ),
         (
+            "account role that is not an IAM role ARN",
+            "prod.yaml",
+            with(
+                "verify:",
+                "account:\n  role_arn: arn:aws:iam::2109876543:user/deployer\nverify:",
+            ),
+            9,
+            13,
+            "is not an IAM role ARN",
+        ),
+        (
+            "account external id too short",
+            "prod.yaml",
+            with(
+                "verify:",
+                "account:\n  role_arn: arn:aws:iam::210987654321:role/deployer\n  external_id: x\nverify:",
+            ),
+            10,
+            16,
+            "is not an STS external id",
+        ),
+        (
+            "account without role_arn",
+            "prod.yaml",
+            with(
+                "verify:",
+                "account:\n  external_id: ecs-gitops-prod\nverify:",
+            ),
+            9,
+            3,
+            "`role_arn`",
+        ),
+        (
+            "account key misspelt",
+            "prod.yaml",
+            with(
+                "verify:",
+                "account:\n  role: arn:aws:iam::210987654321:role/deployer\nverify:",
+            ),
+            9,
+            3,
+            "unknown key `role`",
+        ),
+        (
             "drift mode unknown",
             "prod.yaml",
             with("verify:", "drift: fix\nverify:"),

@@ -133,7 +133,8 @@ class ServiceDeployments:
 
     def _revision(self, region, service, td):
         cluster = service.cluster_arn.split("/")[-1]
-        arn = f"arn:aws:ecs:{region}:{self.account}:service-revision/{cluster}/{service.name}/{random.randint(10**18, 10**19 - 1)}"
+        account = service.arn.split(":")[4]
+        arn = f"arn:aws:ecs:{region}:{account}:service-revision/{cluster}/{service.name}/{random.randint(10**18, 10**19 - 1)}"
         self.revisions[arn] = {
             "serviceRevisionArn": arn, "serviceArn": service.arn, "clusterArn": service.cluster_arn,
             "taskDefinition": td, "launchType": service.launch_type or "FARGATE", "createdAt": _now(),
@@ -148,7 +149,8 @@ class ServiceDeployments:
         if old is not None and old["status"] not in TERMINAL:
             self._finish(old, "STOPPED", "Stopped: a newer service deployment started.")
         cluster = service.cluster_arn.split("/")[-1]
-        arn = f"arn:aws:ecs:{region}:{self.account}:service-deployment/{cluster}/{service.name}/{random.randint(10**18, 10**19 - 1)}"
+        account = service.arn.split(":")[4]
+        arn = f"arn:aws:ecs:{region}:{account}:service-deployment/{cluster}/{service.name}/{random.randint(10**18, 10**19 - 1)}"
         strategy = strategy_of(service)
         managed = strategy in MANAGED and bool(source_tds)
         cfg = dict(service.deployment_configuration or {})

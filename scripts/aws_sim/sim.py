@@ -12,6 +12,9 @@ runs moto in-process and adds (see shared/notes/moto.md for why each is needed):
   DescribeServiceRevisions, StopServiceDeployment, ContinueServiceDeployment) for every
   deployment, and the staged deployments ECS runs for BLUE_GREEN, LINEAR and CANARY services
   (service_deployments.py).
+- Accounts: every call acts in the account of its access key (moto maps STS AssumeRole keys to
+  the role's account); roles that may be assumed, their external ids and credential lifetimes
+  (expired credentials are refused), for tests of environments in other accounts.
 - CloudWatch over smithy rpc-v2-cbor (aws-sdk-cloudwatch >= 1.100), translated to moto's
   JSON 1.0 and back.
 - Fault injection per operation (HTTP 500/503, throttling, latency, dropped connection) by
@@ -35,6 +38,7 @@ import time
 
 import cbor2
 from moto.ecs.models import ecs_backends
+from moto.iam.models import get_account_id_from
 from moto.logs.models import logs_backends
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -81,7 +85,11 @@ class State:
                            # waits (bakeTimeInMinutes, step bakes, hook timeouts) lasts.
                            "stage_seconds": 0.3, "minute_seconds": 60.0,
                            # CLEAN_UP: blue drained (the target group's deregistration delay).
-                           "cleanup_seconds": 3.0}
+                           "cleanup_seconds": 3.0,
+                           # Lifetime of credentials from STS AssumeRole (the DurationSeconds
+                           # asked for is replaced by this; calls signed with them fail with
+                           # ExpiredTokenException once it is over).
+                           "sts_credential_seconds": 3600.0}
             self.behaviours = {}  # image tag -> {"kind": ..., "seconds": ...}
             self.faults = []  # list of Fault
             self.calls = {}  # "ecs:DescribeServices" -> count
@@ -89,7 +97,11 @@ class State:
             self.call_log = collections.deque(maxlen=20000)
             self.deployments = {}  # deployment id -> {"start": monotonic, "running": n}
             self.stable_td = {}  # service arn -> task definition arn of last completed deployment
-            self.regions = set()
+            self.regions = set()  # (account, region) pairs ECS was called in
+            # Roles STS lets be assumed (role ARN -> required external id or None); with none
+            # registered, any role may be assumed (moto's own behaviour).
+            self.roles = {}
+            self.temp_keys = {}  # access key id from AssumeRole -> expiry (unix time)
             self.seq = 0
             if getattr(self, "tasks", None) is not None:
                 self.tasks.reset()
@@ -322,8 +334,8 @@ def sources_of(service):
 
 def advance_all():
     now = time.monotonic()
-    for region in list(STATE.regions):
-        backend = ecs_backends[ACCOUNT][region]
+    for account, region in list(STATE.regions):
+        backend = ecs_backends[account][region]
         for service in list(backend.services.values()):
             if service.status == "ACTIVE":
                 advance(backend, service, now)
@@ -343,19 +355,19 @@ def with_current_deployment(out):
     return json.dumps(data).encode()
 
 
-def service_of(region, body):
-    backend = ecs_backends[ACCOUNT][region]
+def service_of(account, region, body):
+    backend = ecs_backends[account][region]
     cluster = (body.get("cluster") or "default").split("/")[-1]
     name = (body.get("service") or body.get("serviceName") or "").split("/")[-1]
     return backend, backend.services.get(f"{cluster}:{name}")
 
 
-def ecs_after(region, op, body, status):
+def ecs_after(account, region, op, body, status):
     """Corrects moto's bookkeeping after a successful ECS write."""
     if status >= 300:
         return
     if op == "CreateService":
-        backend, service = service_of(region, body)
+        backend, service = service_of(account, region, body)
         if service is None:
             return
         service.deployment_configuration = body.get("deploymentConfiguration") or {
@@ -368,7 +380,7 @@ def ecs_after(region, op, body, status):
         start_deployment(service, td)
         SDS.begin(region, service, td, [], rollout_seconds(backend, td))
     elif op == "UpdateService":
-        backend, service = service_of(region, body)
+        backend, service = service_of(account, region, body)
         if service is None:
             return
         if body.get("taskDefinition"):
@@ -443,6 +455,13 @@ def read_body(environ):
     return environ["wsgi.input"].read(length) if length else b""
 
 
+def account_of(environ):
+    """The account a request acts in: the one its access key belongs to (moto maps keys from
+    STS AssumeRole to the role's account), else the default account."""
+    key = access_key_of(environ)
+    return get_account_id_from(key) if key else ACCOUNT
+
+
 def access_key_of(environ):
     """The access key id a SigV4 request was signed with (None for unsigned requests)."""
     auth = environ.get("HTTP_AUTHORIZATION", "")
@@ -469,7 +488,17 @@ def identify(environ):
     if "." in target:
         prefix, op = target.split(".", 1)
         return TARGET_SERVICES.get(prefix, prefix.lower()), op, "json"
+    if scope_service(environ) == "sts" and environ.get("REQUEST_METHOD") == "POST":
+        return "sts", None, "query"
     return None
+
+
+def scope_service(environ):
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    try:
+        return auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")[3]
+    except IndexError:
+        return None
 
 
 def respond(start_response, status, body, content_type="application/json", extra=()):
@@ -481,6 +510,12 @@ def respond(start_response, status, body, content_type="application/json", extra
 
 
 def error_response(start_response, proto, status, code, message):
+    if proto == "query":
+        from xml.sax.saxutils import escape
+        body = (f'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+                f'<Code>{escape(code)}</Code><Message>{escape(message)}</Message></Error>'
+                f'<RequestId>aws-sim</RequestId></ErrorResponse>').encode()
+        return respond(start_response, status, body, "text/xml")
     if proto == "cbor":
         body = cbor2.dumps({"__type": code, "message": message})
         return respond(start_response, status, body, "application/cbor", [("smithy-protocol", "rpc-v2-cbor")])
@@ -518,13 +553,24 @@ class App:
             start_response(f"{status} X", headers)
             return [out]
         service, op, proto = ident
+        form = None
+        if proto == "query":
+            import urllib.parse
+            form = dict(urllib.parse.parse_qsl(body.decode(errors="replace")))
+            op = form.get("Action", "Unknown")
         name = f"{service}:{op}"
         region = region_of(environ)
+        account = account_of(environ)
         with STATE.lock:
             STATE.calls[name] = STATE.calls.get(name, 0) + 1
             key = access_key_of(environ)
             fault = next((f for f in STATE.faults if f.matches(name, region, key) and f.fire()), None)
-            STATE.call_log.append((time.time(), name, fault.kind if fault else None))
+            STATE.call_log.append((time.time(), name, fault.kind if fault else None, key))
+            expired = key in STATE.temp_keys and time.time() >= STATE.temp_keys[key]
+        if expired:
+            code = "ExpiredToken" if proto == "query" else "ExpiredTokenException"
+            return error_response(start_response, proto, 400, code,
+                                  "The security token included in the request is expired")
         if fault is not None:
             if fault.kind == "latency":
                 time.sleep(fault.latency_ms / 1000.0)
@@ -544,15 +590,17 @@ class App:
                 return error_response(start_response, proto, 500, "InternalFailure", "aws-sim: injected internal error")
             elif fault.kind == "http503":
                 return error_response(start_response, proto, 503, "ServiceUnavailable", "aws-sim: injected unavailability")
+        if proto == "query":
+            return self.sts(environ, start_response, op, form, body)
         if proto == "cbor":
             return self.cbor(environ, start_response, op, body)
         if service == "ecs" and op in SD_OPS:
             with STATE.lock:
-                STATE.regions.add(region)
+                STATE.regions.add((account, region))
                 advance_all()
                 try:
                     req = json.loads(body or b"{}")
-                    out = self.service_deployment_op(op, region, req)
+                    out = self.service_deployment_op(op, account, region, req)
                 except sd_model.ApiError as exc:
                     return error_response(start_response, proto, exc.status, exc.code, exc.message)
                 except (ValueError, KeyError, TypeError) as exc:
@@ -560,11 +608,11 @@ class App:
             return respond(start_response, 200, json.dumps(out).encode(), "application/x-amz-json-1.1")
         if service == "ecs" and op in TASK_OPS:
             with STATE.lock:
-                STATE.regions.add(region)
+                STATE.regions.add((account, region))
                 advance_all()
                 try:
                     req = json.loads(body or b"{}")
-                    out = getattr(STATE.tasks, TASK_OPS[op])(ecs_backends[ACCOUNT][region], region, req)
+                    out = getattr(STATE.tasks, TASK_OPS[op])(ecs_backends[account][region], region, req)
                 except task_model.ApiError as exc:
                     return error_response(start_response, proto, exc.status, exc.code, exc.message)
                 except (ValueError, KeyError, TypeError) as exc:
@@ -572,7 +620,7 @@ class App:
             return respond(start_response, 200, json.dumps(out).encode(), "application/x-amz-json-1.1")
         if service == "ecs":
             with STATE.lock:
-                STATE.regions.add(region)
+                STATE.regions.add((account, region))
                 advance_all()
                 status, headers, out = self.call_moto(environ, body)
                 try:
@@ -580,7 +628,7 @@ class App:
                 except ValueError:
                     req = {}
                 if op in ("CreateService", "UpdateService") and status < 300:
-                    ecs_after(region, op, req, status)
+                    ecs_after(account, region, op, req, status)
                     out = self.reserialize_service(environ, req, out)
                 elif op == "DescribeServices" and status < 300:
                     out = with_current_deployment(out)
@@ -603,8 +651,41 @@ class App:
             return out
         return with_current_deployment(json.dumps({"service": services[0]}).encode())
 
-    def service_deployment_op(self, op, region, req):
-        backend = ecs_backends[ACCOUNT][region]
+    def sts(self, environ, start_response, op, form, body):
+        """STS through moto, with trust (registered roles and their external ids) and
+        credential lifetimes the tests choose."""
+        import re
+        import urllib.parse
+        if op == "AssumeRole":
+            role = form.get("RoleArn", "")
+            with STATE.lock:
+                roles = dict(STATE.roles)
+                lifetime = int(STATE.config["sts_credential_seconds"])
+            caller = access_key_of(environ)
+            if roles and role not in roles:
+                return error_response(start_response, "query", 403, "AccessDenied",
+                                      f"User: arn:aws:iam::{account_of(environ)}:user/{caller} is not authorized "
+                                      f"to perform: sts:AssumeRole on resource: {role}")
+            if roles and roles[role] is not None and form.get("ExternalId") != roles[role]:
+                return error_response(start_response, "query", 403, "AccessDenied",
+                                      f"User: arn:aws:iam::{account_of(environ)}:user/{caller} is not authorized "
+                                      f"to perform: sts:AssumeRole on resource: {role} (external id does not match)")
+            form = dict(form, DurationSeconds=str(lifetime))
+            body = urllib.parse.urlencode(form).encode()
+        status, headers, out = self.call_moto(environ, body)
+        if op == "AssumeRole" and status < 300:
+            text = out.decode(errors="replace")
+            key = re.search(r"<AccessKeyId>([^<]+)</AccessKeyId>", text)
+            exp = re.search(r"<Expiration>([^<]+)</Expiration>", text)
+            if key and exp:
+                with STATE.lock:
+                    STATE.temp_keys[key.group(1)] = dt.datetime.fromisoformat(
+                        exp.group(1).replace("Z", "+00:00")).timestamp()
+        start_response(f"{status} X", headers)
+        return [out]
+
+    def service_deployment_op(self, op, account, region, req):
+        backend = ecs_backends[account][region]
         services = {s.arn: s for s in backend.services.values()}
         if op == "ListServiceDeployments":
             return SDS.list_service_deployments(backend, region, req)
@@ -733,13 +814,16 @@ class App:
                     # As CloudWatch Logs: only events from the last 14 days to 2 hours ahead.
                     raise ValueError(f"events outside what CloudWatch Logs accepts: {rejected}")
                 return {"ok": True, "events": len(events)}
+            if what == "roles" and method == "POST":
+                STATE.roles[req["role_arn"]] = req.get("external_id")
+                return STATE.roles
             if what == "service-deployments":
                 advance_all()
                 return SDS.dump()
             if what == "service-deployments/rollback" and method == "POST":
                 return SDS.add_rule(req)
             if what == "calls/log":
-                return [{"at": t, "operation": op, "fault": f} for t, op, f in STATE.call_log]
+                return [{"at": t, "operation": op, "fault": f, "access_key": k} for t, op, f, k in STATE.call_log]
         return None
 
 

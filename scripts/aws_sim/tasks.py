@@ -219,7 +219,8 @@ class Tasks:
     def _new_task(self, region, cluster, td, started_by, group, launch_type):
         task_id = "%032x" % random.getrandbits(128)
         cluster_name = cluster.rsplit("/", 1)[-1]
-        arn = f"arn:aws:ecs:{region}:{self.account}:task/{cluster_name}/{task_id}"
+        account = cluster.split(":")[4] if cluster.count(":") >= 5 else self.account
+        arn = f"arn:aws:ecs:{region}:{account}:task/{cluster_name}/{task_id}"
         now = time.time()
         t = {
             "taskArn": arn,
@@ -234,7 +235,7 @@ class Tasks:
             "memory": td.memory,
             "version": 1,
             "containers": [{
-                "containerArn": f"arn:aws:ecs:{region}:{self.account}:container/{cluster_name}/{task_id}/{c.get('name')}",
+                "containerArn": f"arn:aws:ecs:{region}:{account}:container/{cluster_name}/{task_id}/{c.get('name')}",
                 "taskArn": arn,
                 "name": c.get("name"),
                 "image": c.get("image"),

@@ -7,6 +7,7 @@
 //! so the status and the log say what AWS said. The modules below are thin and typed; what the
 //! answers mean is decided in `observe` and `plan`.
 
+pub mod account;
 pub mod cloudwatch;
 pub mod deployments;
 pub mod ecr;
@@ -135,9 +136,84 @@ pub struct Aws {
     revisions: deployments::RevisionCache,
     metrics: Arc<Metrics>,
     retry: ExponentialBuilder,
+    /// Set on the handle of an environment in another account: its credentials.
+    role: Option<Arc<account::RoleCredentials>>,
+    /// Handles per (environment, role, external id), shared by every clone of the base handle.
+    accounts: Accounts,
 }
 
+/// (environment, role ARN, external id) -> that environment's handle.
+type Accounts = Arc<Mutex<HashMap<(String, String, Option<String>), Aws>>>;
+
 impl Aws {
+    /// The handle to reach `env`: the base credentials, or for an environment with
+    /// `account.role_arn` the role's (one handle, and one credentials cache, per environment
+    /// and role).
+    pub async fn for_account(
+        &self,
+        env: &str,
+        account: Option<&crate::desired::AccountRole>,
+    ) -> Aws {
+        let Some(a) = account else {
+            return self.clone();
+        };
+        let key = (env.to_string(), a.role_arn.clone(), a.external_id.clone());
+        if let Some(h) = self
+            .accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return h.clone();
+        }
+        let role = Arc::new(
+            account::RoleCredentials::new(
+                &self.config,
+                env,
+                &a.role_arn,
+                a.external_id.as_deref(),
+                self.metrics.clone(),
+            )
+            .await,
+        );
+        let config = self
+            .config
+            .to_builder()
+            .credentials_provider(aws_sdk_ecs::config::SharedCredentialsProvider::new(
+                account::SharedRole(role.clone()),
+            ))
+            // RoleCredentials caches and refreshes; the SDK's cache would only hide that.
+            .identity_cache(aws_sdk_ecs::config::IdentityCache::no_cache())
+            .build();
+        let handle = Aws {
+            config,
+            clients: Arc::default(),
+            role: Some(role),
+            accounts: Arc::default(),
+            ..self.clone()
+        };
+        self.accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_insert(handle)
+            .clone()
+    }
+
+    /// Credentials for this handle's calls can be had: always for the base credentials (the
+    /// SDK reports its own problems per call); for a role, AssumeRole succeeded (or cached
+    /// credentials are still good), else what STS said, before anything is read or written.
+    pub async fn credentials_ready(&self) -> Result<(), AwsError> {
+        match &self.role {
+            None => Ok(()),
+            Some(r) => r.get().await.map(|_| ()),
+        }
+    }
+
+    /// The role this handle assumes, if any.
+    pub fn role_arn(&self) -> Option<&str> {
+        self.role.as_deref().map(|r| r.role_arn.as_str())
+    }
     /// Loads the standard SDK configuration (credential chain, `AWS_ENDPOINT_URL`, ...).
     pub async fn from_env(metrics: Arc<Metrics>) -> Aws {
         let config = aws_config::defaults(BehaviorVersion::latest())
@@ -155,6 +231,8 @@ impl Aws {
             clients: Arc::default(),
             tds: ecs::TdCache::new(ecs::TD_CACHE_MAX),
             revisions: Default::default(),
+            role: None,
+            accounts: Arc::default(),
             metrics,
             retry: ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(200))

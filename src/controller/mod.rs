@@ -267,6 +267,10 @@ async fn environment_loop(
                         }
                         plan.requeue
                     }
+                    Err(e) if report::assume_role_failed(&e) => {
+                        report::blocked_on_role(&shared, &env, &e);
+                        retry.next().unwrap_or(Duration::from_secs(30))
+                    }
                     Err(e) => {
                         shared
                             .metrics

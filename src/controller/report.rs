@@ -391,3 +391,46 @@ fn board(
         }
     });
 }
+
+/// The pass failed because the environment's `account.role_arn` could not be assumed.
+pub fn assume_role_failed(e: &crate::apply::ApplyError) -> bool {
+    matches!(e, crate::apply::ApplyError::Aws(a) if a.service == "sts" && a.operation == "AssumeRole")
+}
+
+/// Shows the environment Blocked on `assume_role` with what STS said. Nothing was read or
+/// written (the role's credentials are needed for both), so nothing is recorded in AWS either:
+/// the status, the gate metric and the log say it, and the pass is retried with backoff.
+pub fn blocked_on_role(shared: &Shared, env: &str, e: &crate::apply::ApplyError) {
+    let now = shared.clock.now();
+    let mut entered = false;
+    shared.board.update(env, |s| {
+        entered = !(s.phase == "Blocked" && s.gates.iter().any(|g| g.name == "assume_role"));
+        s.phase = "Blocked".into();
+        if entered {
+            s.since = Some(rfc3339(now));
+        }
+        s.message = format!(
+            "blocked (assume_role): {}; nothing was read or written; retrying",
+            match e {
+                crate::apply::ApplyError::Aws(a) => a.message.clone(),
+                other => other.to_string(),
+            }
+        );
+        s.gates = vec![crate::status::GateStatus {
+            name: crate::plan::GateName::AssumeRole.as_str().into(),
+            passed: false,
+            detail: s.message.clone(),
+        }];
+        s.error = None;
+        s.passes += 1;
+        s.last_pass_at = Some(rfc3339(now));
+    });
+    if entered {
+        shared
+            .metrics
+            .gate_blocks
+            .with_label_values(&[env, crate::plan::GateName::AssumeRole.as_str()])
+            .inc();
+        tracing::warn!(environment = %env, error = %e, "environment blocked: its role cannot be assumed; nothing read or written");
+    }
+}

@@ -213,6 +213,23 @@ pub struct DesiredState {
     pub freeze: Vec<freeze::FreezeWindow>,
     pub verify: Verify,
     pub drift: DriftMode,
+    /// `account`: the environment lives in another AWS account, reached through this role.
+    pub account: Option<AccountRole>,
+}
+
+/// `account.role_arn` (+ `external_id`): every AWS call of the environment is made with
+/// credentials from STS AssumeRole on the base credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AccountRole {
+    pub role_arn: String,
+    pub external_id: Option<String>,
+}
+
+impl AccountRole {
+    /// The 12-digit account of the role.
+    pub fn account(&self) -> &str {
+        self.role_arn.split(':').nth(4).unwrap_or_default()
+    }
 }
 
 impl DesiredState {

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use super::freeze::{self, FreezeWindow};
 use super::yaml::{self, Location, Node};
 use super::{
-    DEFAULT_HOOK_TIMEOUT, DesiredState, DriftMode, HealthCheck, LogCheck, NotifyFormat, NotifyOn,
-    NotifyTarget, Problem, Release, ServiceSpec, TaskHook, UrlFrom, Verify, parse_duration,
-    truncate,
+    AccountRole, DEFAULT_HOOK_TIMEOUT, DesiredState, DriftMode, HealthCheck, LogCheck,
+    NotifyFormat, NotifyOn, NotifyTarget, Problem, Release, ServiceSpec, TaskHook, UrlFrom, Verify,
+    parse_duration, truncate,
 };
 
 const TOP_KEYS: &[&str] = &[
@@ -27,7 +27,9 @@ const TOP_KEYS: &[&str] = &[
     "notify",
     "verify",
     "drift",
+    "account",
 ];
+const ACCOUNT_KEYS: &[&str] = &["role_arn", "external_id"];
 const SERVICE_KEYS: &[&str] = &["repository", "container", "release"];
 const VERIFY_KEYS: &[&str] = &[
     "alarms",
@@ -325,7 +327,12 @@ impl Checker {
                 }
             },
         };
+        let account = match self.optional(&f, "account") {
+            None => Some(None),
+            Some(n) => self.account(n).map(Some),
+        };
         Some(DesiredState {
+            account: account?,
             environment: environment?.0,
             region: region?,
             cluster: cluster?,
@@ -340,6 +347,30 @@ impl Checker {
             notify: notify?,
             verify: verify?,
             drift: drift?,
+        })
+    }
+
+    /// `account: {role_arn: arn:aws:iam::<12 digits>:role/<name>, external_id: ...}`.
+    fn account(&mut self, node: &Node) -> Option<AccountRole> {
+        let f = self.fields(node, "`account`", ACCOUNT_KEYS)?;
+        let role_arn = self
+            .required(
+                &f,
+                node,
+                "role_arn",
+                "`account`",
+                "arn:aws:iam::210987654321:role/ecs-gitops-deployer",
+            )
+            .and_then(|n| self.name(n, "account.role_arn", check_role_arn));
+        let external_id = match self.optional(&f, "external_id") {
+            None => Some(None),
+            Some(n) => self
+                .name(n, "account.external_id", check_external_id)
+                .map(Some),
+        };
+        Some(AccountRole {
+            role_arn: role_arn?,
+            external_id: external_id?,
         })
     }
 
@@ -931,6 +962,50 @@ fn check_environment_name(s: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "`{}` is not an environment name; use lowercase letters, digits, `-` or `_` (at most 63), e.g. `prod`",
+            truncate(s, 40)
+        ))
+    }
+}
+
+/// An IAM role ARN: `arn:<partition>:iam::<12 digits>:role/<path/><name>` (IAM's limits: a
+/// name of 1 to 64 of `A-Za-z0-9+=,.@_-`).
+fn check_role_arn(s: &str) -> Result<(), String> {
+    let bad = || {
+        Err(format!(
+            "`{}` is not an IAM role ARN; use `arn:aws:iam::<12-digit account>:role/<role name>`, e.g. `arn:aws:iam::210987654321:role/ecs-gitops-deployer`",
+            truncate(s, 80)
+        ))
+    };
+    let parts: Vec<&str> = s.splitn(6, ':').collect();
+    if parts.len() != 6
+        || parts[0] != "arn"
+        || !matches!(parts[1], "aws" | "aws-cn" | "aws-us-gov")
+        || parts[2] != "iam"
+        || !parts[3].is_empty()
+        || parts[4].len() != 12
+        || !parts[4].bytes().all(|b| b.is_ascii_digit())
+    {
+        return bad();
+    }
+    let Some(path_name) = parts[5].strip_prefix("role/") else {
+        return bad();
+    };
+    let name = path_name.rsplit('/').next().unwrap_or_default();
+    let ok = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
+    if name.is_empty() || name.len() > 64 || !name.chars().all(ok) || path_name.len() > 512 {
+        return bad();
+    }
+    Ok(())
+}
+
+/// STS' ExternalId: 2 to 1224 of `A-Za-z0-9+=,.@:/-` and `_`.
+fn check_external_id(s: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "+=,.@:/-_".contains(c);
+    if (2..=1224).contains(&s.len()) && s.chars().all(ok) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not an STS external id; use 2 to 1224 letters, digits or `+=,.@:/-_` (the value the deployer role's trust policy names in `sts:ExternalId`)",
             truncate(s, 40)
         ))
     }

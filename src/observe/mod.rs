@@ -26,17 +26,47 @@ use health::HealthChecker;
 /// Reads the world for `plan`.
 #[derive(Clone)]
 pub struct Observer {
+    /// The handle this observer reads with: the base credentials, or an environment's role.
     pub aws: Aws,
+    /// The base credentials' handle (other environments are reached from it).
+    base: Aws,
     health: HealthChecker,
 }
 
 impl Observer {
     pub fn new(aws: Aws, health: HealthChecker) -> Observer {
-        Observer { aws, health }
+        Observer {
+            base: aws.clone(),
+            aws,
+            health,
+        }
+    }
+
+    /// An observer that reads `desired`'s environment with its own credentials (its
+    /// `account.role_arn`, assumed now if the cached credentials are not good): an AssumeRole
+    /// that fails is an error before anything is read.
+    pub async fn in_account(&self, desired: &DesiredState) -> Result<Observer, AwsError> {
+        let aws = self
+            .base
+            .for_account(&desired.environment, desired.account.as_ref())
+            .await;
+        aws.credentials_ready().await?;
+        Ok(Observer {
+            aws,
+            base: self.base.clone(),
+            health: self.health.clone(),
+        })
     }
 
     /// The environment's services as the decision sees them, and the names ECS lacks.
     pub async fn services(
+        &self,
+        desired: &DesiredState,
+    ) -> Result<(BTreeMap<String, ServiceState>, Vec<String>), AwsError> {
+        self.in_account(desired).await?.services_here(desired).await
+    }
+
+    async fn services_here(
         &self,
         desired: &DesiredState,
     ) -> Result<(BTreeMap<String, ServiceState>, Vec<String>), AwsError> {
@@ -65,7 +95,19 @@ impl Observer {
         upstream: Option<&DesiredState>,
         source_revision: Option<String>,
     ) -> Result<(Observed, RecordRead), AwsError> {
-        let (services, missing) = self.services(desired).await?;
+        self.in_account(desired)
+            .await?
+            .observe_here(desired, upstream, source_revision)
+            .await
+    }
+
+    async fn observe_here(
+        &self,
+        desired: &DesiredState,
+        upstream: Option<&DesiredState>,
+        source_revision: Option<String>,
+    ) -> Result<(Observed, RecordRead), AwsError> {
+        let (services, missing) = self.services_here(desired).await?;
         let record = Record::from_tags(
             &services
                 .iter()

@@ -150,16 +150,19 @@ pub enum GateName {
     Service,
     RecordUnreadable,
     Freeze,
+    /// The environment's `account.role_arn` could not be assumed: nothing can be read.
+    AssumeRole,
 }
 
 impl GateName {
-    pub const ALL: [GateName; 6] = [
+    pub const ALL: [GateName; 7] = [
         GateName::Image,
         GateName::Alarm,
         GateName::Promotion,
         GateName::Service,
         GateName::RecordUnreadable,
         GateName::Freeze,
+        GateName::AssumeRole,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -170,6 +173,7 @@ impl GateName {
             GateName::Service => "service",
             GateName::RecordUnreadable => "record_unreadable",
             GateName::Freeze => "freeze",
+            GateName::AssumeRole => "assume_role",
         }
     }
 }

@@ -349,6 +349,28 @@ pub async fn sdk_config(url: &str, region: &str) -> aws_config::SdkConfig {
         .await
 }
 
+/// The SDK configuration of a test acting as `role_arn` (STS AssumeRole on the tests' base
+/// credentials, through the simulator): calls land in the role's account.
+pub async fn role_config(
+    url: &str,
+    region: &str,
+    role_arn: &str,
+    external_id: Option<&str>,
+) -> aws_config::SdkConfig {
+    let base = sdk_config(url, region).await;
+    let mut p = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+        .session_name("tests")
+        .configure(&base);
+    if let Some(id) = external_id {
+        p = p.external_id(id);
+    }
+    base.to_builder()
+        .credentials_provider(aws_sdk_ecs::config::SharedCredentialsProvider::new(
+            p.build().await,
+        ))
+        .build()
+}
+
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }

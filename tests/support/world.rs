@@ -145,6 +145,18 @@ impl World {
         td
     }
 
+    /// From now on this world's clients act as `role_arn` (in its account), or, with `None`,
+    /// with the tests' base credentials again.
+    pub async fn act_as(&mut self, role: Option<(&str, Option<&str>)>) {
+        let cfg = match role {
+            None => super::sdk_config(&self.sim.url, REGION).await,
+            Some((arn, id)) => super::role_config(&self.sim.url, REGION, arn, id).await,
+        };
+        self.ecs = aws_sdk_ecs::Client::new(&cfg);
+        self.ecr = aws_sdk_ecr::Client::new(&cfg);
+        self.cw = aws_sdk_cloudwatch::Client::new(&cfg);
+    }
+
     /// An ECS client for another region (environments in several regions).
     pub async fn ecs_in(&self, region: &str) -> aws_sdk_ecs::Client {
         aws_sdk_ecs::Client::new(&super::sdk_config(&self.sim.url, region).await)
