@@ -40,17 +40,22 @@ pub enum ApplyError {
         container: String,
         known: String,
     },
+    #[error(
+        "stopped writing to environment {environment}: this replica no longer holds its lease with the safety margin left (another replica takes over from the record)"
+    )]
+    LeaseLost { environment: String },
 }
 
 impl ApplyError {
     /// Every value `kind` returns: the `kind` label set of the reconcile error metric.
-    pub const KINDS: [&'static str; 6] = [
+    pub const KINDS: [&'static str; 7] = [
         ErrorClass::Throttled.as_str(),
         ErrorClass::ServerError.as_str(),
         ErrorClass::Network.as_str(),
         ErrorClass::NotFound.as_str(),
         ErrorClass::ClientError.as_str(),
         "config",
+        "lease_lost",
     ];
 
     /// A short, fixed identifier for metrics.
@@ -58,6 +63,7 @@ impl ApplyError {
         match self {
             ApplyError::Aws(e) => e.class.as_str(),
             ApplyError::WhichContainer { .. } | ApplyError::NoSuchContainer { .. } => "config",
+            ApplyError::LeaseLost { .. } => "lease_lost",
         }
     }
 }
@@ -71,13 +77,26 @@ pub struct Applied {
     pub targets: BTreeMap<String, String>,
 }
 
-/// Persists the plan's record (if the plan says so), then carries out its actions.
+/// Persists the plan's record (if the plan says so), then carries out its actions. `may_write`
+/// is asked before every write (with several replicas: does this one still hold the
+/// environment's lease with its safety margin); the moment it says no, nothing more is
+/// written.
 pub async fn apply(
     aws: &Aws,
     desired: &DesiredState,
     obs: &Observed,
     plan: &Plan,
+    may_write: &(dyn Fn() -> bool + Send + Sync),
 ) -> Result<Applied, ApplyError> {
+    let fence = || {
+        if may_write() {
+            Ok(())
+        } else {
+            Err(ApplyError::LeaseLost {
+                environment: desired.environment.clone(),
+            })
+        }
+    };
     // The environment's own credentials (its `account.role_arn`), as the observation used.
     let aws = &aws
         .for_account(&desired.environment, desired.account.as_ref())
@@ -87,12 +106,14 @@ pub async fn apply(
     if plan.persist {
         for (name, s) in &obs.services {
             if desired.services.contains_key(name) {
+                fence()?;
                 done.writes +=
                     write_record(aws, region, &s.arn, &s.tags, &plan.record.tags_for(name)).await?;
             }
         }
     }
     for action in &plan.actions {
+        fence()?;
         match action {
             Action::Update {
                 service,

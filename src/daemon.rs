@@ -37,6 +37,25 @@ pub struct RunOptions {
     pub environments: Vec<String>,
     pub listen: SocketAddr,
     pub interval: Duration,
+    /// `--lease-table`: share the environments with other replicas.
+    pub lease: Option<LeaseOptions>,
+}
+
+pub struct LeaseOptions {
+    pub table: String,
+    pub replica_id: String,
+    pub timing: crate::lease::Timing,
+    /// Default: the SDK's region.
+    pub region: Option<String>,
+}
+
+/// `ecs-gitops lease-table create NAME`: `Ok(false)` when the table exists already.
+pub async fn create_lease_table(name: &str, region: Option<String>) -> anyhow::Result<bool> {
+    let aws = Aws::from_env(Arc::new(Metrics::new())).await;
+    let region = region.or_else(|| aws.default_region()).ok_or_else(|| {
+        anyhow::anyhow!("no region for the lease table: pass --region or set AWS_REGION")
+    })?;
+    Ok(aws.create_lease_table(&region, name).await?)
 }
 
 pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -71,6 +90,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     let (source_tx, source_rx) = watch::channel(SourceStatus::default());
     // The environments managed, with the revision whose files named them.
     let (envs_tx, envs_rx) = watch::channel((String::new(), Vec::<String>::new()));
+    let envs_rx_for_leases = envs_rx.clone();
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -88,7 +108,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
         metrics: metrics.clone(),
         board: board.clone(),
         source: source_rx.clone(),
-        environments: envs_rx,
+        environments: envs_rx.clone(),
         webhook: gh
             .webhook_secret
             .clone()
@@ -129,8 +149,32 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     };
     let health = HealthChecker::new(Duration::from_secs(5))
         .map_err(|e| anyhow::anyhow!("cannot build the HTTP client for health checks: {e}"))?;
+    let leases = match &opts.lease {
+        None => None,
+        Some(l) => {
+            let region = l
+                .region
+                .clone()
+                .or_else(|| aws.default_region())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no region for --lease-table: pass --lease-region or set AWS_REGION"
+                    )
+                })?;
+            tracing::info!(table = %l.table, replica = %l.replica_id, %region, ttl_ms = l.timing.ttl.as_millis() as u64, "sharing environments through leases");
+            Some(crate::lease::Leases::new(
+                aws.clone(),
+                metrics.clone(),
+                &l.table,
+                &region,
+                &l.replica_id,
+                l.timing,
+            ))
+        }
+    };
     let world = Arc::new(AwsWorld {
         observer: Observer::new(aws, health),
+        leases: leases.clone(),
     });
     let (notifier, notify_task) = crate::notify::notifier(metrics.clone(), cancel.clone())
         .map_err(|e| anyhow::anyhow!("cannot build the HTTP client for notifications: {e}"))?;
@@ -149,7 +193,15 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
         board,
         interval: opts.interval,
         github,
+        leases: leases.clone(),
     };
+    if let Some(l) = leases {
+        let (envs, cancel) = (envs_rx_for_leases, cancel.clone());
+        tasks.spawn(async move {
+            l.run(envs, cancel).await;
+            Ok(())
+        });
+    }
     let filter: BTreeSet<String> = opts.environments.iter().cloned().collect();
     let mut started: BTreeSet<String> = BTreeSet::new();
     let mut rx = source_rx;

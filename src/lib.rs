@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod desired;
 pub mod github;
 pub mod http;
+pub mod lease;
 pub mod metrics;
 pub mod notify;
 pub mod observe;

@@ -122,6 +122,36 @@ impl GitHubArgs {
     }
 }
 
+/// Several replicas: environments are shared out through leases in a DynamoDB table.
+#[derive(clap::Args)]
+struct LeaseArgs {
+    /// DynamoDB table of environment leases (create it with `ecs-gitops lease-table create`);
+    /// without it this process owns every environment.
+    #[arg(long)]
+    lease_table: Option<String>,
+    /// This replica's name in the table (default: host name, process id and a random suffix).
+    #[arg(long, requires = "lease_table")]
+    replica_id: Option<String>,
+    /// How long a lease lasts without renewal (renewed every third of it; writes stop a third
+    /// before it ends).
+    #[arg(long, default_value = "15s", value_parser = duration_arg, requires = "lease_table")]
+    lease_ttl: Duration,
+    /// Region of the lease table (default: the SDK's region, AWS_REGION).
+    #[arg(long, requires = "lease_table")]
+    lease_region: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum LeaseTableAction {
+    /// Create the table (key `pk`, on-demand capacity); nothing happens if it exists.
+    Create {
+        name: String,
+        /// Region of the table (default: the SDK's region, AWS_REGION).
+        #[arg(long)]
+        region: Option<String>,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller.
@@ -136,6 +166,13 @@ enum Command {
         interval: Duration,
         #[command(flatten)]
         github: Box<GitHubArgs>,
+        #[command(flatten)]
+        lease: LeaseArgs,
+    },
+    /// Manage the DynamoDB lease table of several replicas (`lease-table create NAME`).
+    LeaseTable {
+        #[command(subcommand)]
+        action: LeaseTableAction,
     },
     /// Lint desired-state files or folders (default: desired-state/).
     Validate { paths: Vec<PathBuf> },
@@ -281,8 +318,17 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             interval,
             github,
+            lease,
         } => {
             let github = (*github).options(&source.repo)?;
+            let lease = lease
+                .lease_table
+                .map(|table| ecs_gitops::daemon::LeaseOptions {
+                    table,
+                    replica_id: lease.replica_id.unwrap_or_else(default_replica_id),
+                    timing: ecs_gitops::lease::Timing::with_ttl(lease.lease_ttl),
+                    region: lease.lease_region,
+                });
             let cancel = CancellationToken::new();
             let c = cancel.clone();
             tokio::spawn(async move {
@@ -299,10 +345,25 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
                     environments: source.environments,
                     listen,
                     interval,
+                    lease,
                 },
                 cancel,
             )
             .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::LeaseTable {
+            action: LeaseTableAction::Create { name, region },
+        } => {
+            let created = ecs_gitops::daemon::create_lease_table(&name, region).await?;
+            println!(
+                "{}",
+                if created {
+                    format!("lease table {name} created (key pk, on demand)")
+                } else {
+                    format!("lease table {name} exists already; nothing changed")
+                }
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { source } => {
@@ -374,6 +435,20 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
         // Validate runs in main, without a runtime.
         Command::Validate { .. } => Ok(ExitCode::from(2)),
     }
+}
+
+/// `<host>-<pid>-<4 hex>`: unique per process, readable in the status.
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "replica".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{host}-{}-{:04x}", std::process::id(), nanos & 0xffff)
 }
 
 async fn shutdown_signal() {

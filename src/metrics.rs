@@ -34,6 +34,8 @@ pub struct Metrics {
     pub desired_release: IntGaugeVec,
     pub running_release: IntGaugeVec,
     pub last_good_release: IntGaugeVec,
+    /// With `--lease-table`: 1 while this replica holds the environment's lease.
+    pub lease_held: IntGaugeVec,
     last_pass_age: GaugeVec,
     build: IntGaugeVec,
     /// Per environment: when its last complete pass ended, and the release label set of each
@@ -170,6 +172,11 @@ impl Metrics {
             "The last verified release of each environment (value 1).",
             &["environment", "release"],
         );
+        let lease_held = gauge(
+            "ecs_gitops_lease_held",
+            "1 while this replica holds the environment's lease (with --lease-table), else 0.",
+            &["environment"],
+        );
         let last_pass_age = GaugeVec::new(
             Opts::new(
                 "ecs_gitops_last_pass_age_seconds",
@@ -206,6 +213,7 @@ impl Metrics {
             desired_release,
             running_release,
             last_good_release,
+            lease_held,
             last_pass_age,
             build,
             last_pass: Mutex::default(),

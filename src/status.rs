@@ -106,6 +106,12 @@ pub struct EnvironmentStatus {
     pub alarms_url: Option<String>,
     /// The last pass's error, if it failed (the phase is then the last known one).
     pub error: Option<String>,
+    /// With `--lease-table`: the replica holding the environment's lease.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Another replica holds the lease: this one does not act on the environment.
+    #[serde(default)]
+    pub owned_elsewhere: bool,
     /// Problems of the environment's file at the current revision, if it is invalid.
     pub file_problems: Vec<String>,
     pub history: VecDeque<HistoryEntry>,

@@ -57,6 +57,7 @@ TARGET_SERVICES = {
     "AmazonEC2ContainerRegistry_V20150921": "ecr",
     "GraniteServiceVersion20100801": "cloudwatch",
     "Logs_20140328": "logs",
+    "DynamoDB_20120810": "dynamodb",
 }
 FAULT_KINDS = ("http500", "http503", "throttle", "latency", "drop")
 
@@ -455,6 +456,24 @@ def read_body(environ):
     return environ["wsgi.input"].read(length) if length else b""
 
 
+def cluster_of(service, body):
+    """The ECS cluster a call is about (its `cluster`, or a service ARN's), for the call log."""
+    if service != "ecs" or not body:
+        return None
+    try:
+        req = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(req, dict):
+        return None
+    if req.get("cluster"):
+        return str(req["cluster"]).split("/")[-1]
+    arn = str(req.get("resourceArn") or "")
+    if ":service/" in arn:
+        return arn.split(":service/", 1)[1].split("/")[0]
+    return None
+
+
 def account_of(environ):
     """The account a request acts in: the one its access key belongs to (moto maps keys from
     STS AssumeRole to the role's account), else the default account."""
@@ -565,7 +584,8 @@ class App:
             STATE.calls[name] = STATE.calls.get(name, 0) + 1
             key = access_key_of(environ)
             fault = next((f for f in STATE.faults if f.matches(name, region, key) and f.fire()), None)
-            STATE.call_log.append((time.time(), name, fault.kind if fault else None, key))
+            STATE.call_log.append((time.time(), name, fault.kind if fault else None, key,
+                                   cluster_of(service, body)))
             expired = key in STATE.temp_keys and time.time() >= STATE.temp_keys[key]
         if expired:
             code = "ExpiredToken" if proto == "query" else "ExpiredTokenException"
@@ -823,7 +843,8 @@ class App:
             if what == "service-deployments/rollback" and method == "POST":
                 return SDS.add_rule(req)
             if what == "calls/log":
-                return [{"at": t, "operation": op, "fault": f, "access_key": k} for t, op, f, k in STATE.call_log]
+                return [{"at": t, "operation": op, "fault": f, "access_key": k, "cluster": c}
+                        for t, op, f, k, c in STATE.call_log]
         return None
 
 

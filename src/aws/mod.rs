@@ -10,6 +10,7 @@
 pub mod account;
 pub mod cloudwatch;
 pub mod deployments;
+pub mod dynamodb;
 pub mod ecr;
 pub mod ecs;
 pub mod logs;
@@ -123,6 +124,7 @@ pub(crate) struct Clients {
     pub ecr: aws_sdk_ecr::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
 }
 
 /// The AWS clients of all regions the environments use, with a cache of task definitions
@@ -210,6 +212,12 @@ impl Aws {
         }
     }
 
+    /// The region of the base configuration (`AWS_REGION`), where the lease table lives by
+    /// default.
+    pub fn default_region(&self) -> Option<String> {
+        self.config.region().map(|r| r.to_string())
+    }
+
     /// The role this handle assumes, if any.
     pub fn role_arn(&self) -> Option<&str> {
         self.role.as_deref().map(|r| r.role_arn.as_str())
@@ -265,6 +273,11 @@ impl Aws {
                     ),
                     logs: aws_sdk_cloudwatchlogs::Client::from_conf(
                         aws_sdk_cloudwatchlogs::config::Builder::from(&self.config)
+                            .region(r.clone())
+                            .build(),
+                    ),
+                    dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                        aws_sdk_dynamodb::config::Builder::from(&self.config)
                             .region(r)
                             .build(),
                     ),

@@ -26,6 +26,7 @@ pub async fn plan(repo: &str, branch: &str, path: &str, envs: &[String]) -> anyh
     let aws = Aws::from_env(std::sync::Arc::new(Metrics::new())).await;
     let world = AwsWorld {
         observer: Observer::new(aws, HealthChecker::new(Duration::from_secs(5))?),
+        leases: None,
     };
     let mut out = String::new();
     writeln!(

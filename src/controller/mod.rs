@@ -71,6 +71,8 @@ impl Clock for SystemClock {
 #[derive(Clone)]
 pub struct AwsWorld {
     pub observer: Observer,
+    /// With `--lease-table`: this replica's leases, asked before every write.
+    pub leases: Option<crate::lease::Leases>,
 }
 
 impl AwsWorld {
@@ -102,7 +104,11 @@ impl Apply for AwsWorld {
         observed: &'a Observed,
         plan: &'a Plan,
     ) -> BoxFuture<'a, Result<Applied, ApplyError>> {
-        Box::pin(crate::apply::apply(self.aws(), desired, observed, plan))
+        Box::pin(async move {
+            let env = desired.environment.as_str();
+            let may_write = || self.leases.as_ref().is_none_or(|l| l.may_write(env));
+            crate::apply::apply(self.aws(), desired, observed, plan, &may_write).await
+        })
     }
 }
 
@@ -121,6 +127,8 @@ pub struct Shared {
     pub notifier: Option<crate::notify::Notifier>,
     /// `owner/name` of the application repository, for commit links.
     pub github_repo: Option<String>,
+    /// With `--lease-table`: a pass runs only while this replica holds the environment's lease.
+    pub leases: Option<crate::lease::Leases>,
 }
 
 /// kube-runtime's defaults: 800 ms doubling to 30 s, with jitter, reset on success.
@@ -234,6 +242,44 @@ async fn environment_loop(
             }
         }
         shared.board.loop_alive(&env);
+        if let Some(l) = &shared.leases {
+            if !l.may_write(&env) {
+                let owner = l.owner(&env);
+                let mine = owner.as_deref() == Some(l.me());
+                shared.board.update(&env, |s| {
+                    s.owned_elsewhere = owner.is_some() && !mine;
+                    s.message = match &owner {
+                        Some(_) if mine => format!(
+                            "this replica ({}) could not renew its lease with time to spare: writes stopped until a renewal succeeds (or another replica takes over)",
+                            l.me()
+                        ),
+                        Some(o) => format!(
+                            "owned by replica {o}; this replica ({}) does not act on it",
+                            l.me()
+                        ),
+                        None => format!(
+                            "no replica holds its lease right now; this replica ({}) takes it when its share allows",
+                            l.me()
+                        ),
+                    };
+                    s.owner = owner.clone();
+                });
+                // Whoever acts next reports from the record; this loop starts afresh if the
+                // lease comes back.
+                reported = None;
+                let mut changed = l.subscribe();
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = changed.changed() => {}
+                    _ = tokio::time::sleep(shared.interval) => {}
+                }
+                continue;
+            }
+            shared.board.update(&env, |s| {
+                s.owner = Some(l.me().to_string());
+                s.owned_elsewhere = false;
+            });
+        }
         let delay = match &last_valid {
             None => shared.interval,
             Some((desired, revision)) => {

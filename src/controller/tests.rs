@@ -203,6 +203,7 @@ fn start(fake: &Arc<Fake>, interval: Duration, first: SourceStatus) -> Running {
         github: None,
         notifier: None,
         github_repo: None,
+        leases: None,
     };
     let (tx, rx) = watch::channel(first);
     let cancel = CancellationToken::new();

@@ -60,9 +60,11 @@ impl AppState {
         let ready = source.snapshot.is_some()
             && !envs_revision.is_empty()
             && source.failures < SOURCE_FAILURES_NOT_READY
-            && envs
-                .iter()
-                .all(|e| environments.iter().any(|s| &s.name == e && s.passes > 0));
+            && envs.iter().all(|e| {
+                environments
+                    .iter()
+                    .any(|s| &s.name == e && (s.passes > 0 || s.owned_elsewhere))
+            });
         StatusReport {
             environments: environments
                 .into_iter()

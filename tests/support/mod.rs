@@ -281,6 +281,14 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// Now as Unix seconds (the simulator's call log uses the same clock).
+pub fn now_epoch() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
 /// The value of one exact series in Prometheus text (`name{labels}`, labels in the sorted
 /// order the exporter prints them), 0 when it is absent.
 pub fn counter(metrics: &str, series: &str) -> f64 {

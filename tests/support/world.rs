@@ -499,7 +499,19 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(endpoint: &str, repo: &std::ffi::OsStr, extra: &[&str]) -> Daemon {
+        Daemon::start_as(endpoint, repo, extra, "ecs-gitops-daemon")
+    }
+
+    /// A daemon signing its AWS calls with its own access key id (a replica the simulator's
+    /// faults and call log can tell apart).
+    pub fn start_as(
+        endpoint: &str,
+        repo: &std::ffi::OsStr,
+        extra: &[&str],
+        access_key: &str,
+    ) -> Daemon {
         let mut cmd = binary(endpoint);
+        cmd.env("AWS_ACCESS_KEY_ID", access_key);
         cmd.args(["run", "--repo"])
             .arg(repo)
             .args(["--listen", "127.0.0.1:0"])

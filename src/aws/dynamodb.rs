@@ -1,0 +1,258 @@
+//! The lease table in DynamoDB: one item per environment lease and one per live replica, and
+//! the conditional writes that make a lease safe (taken only when free or expired, renewed and
+//! released only by its holder at the version it holds).
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
+    ScalarAttributeType,
+};
+
+use super::{Aws, AwsError};
+
+/// One item of the lease table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// `lease#<environment>` or `replica#<id>`.
+    pub pk: String,
+    pub owner: Option<String>,
+    pub version: u64,
+    /// Unix milliseconds after which the lease (or the replica) counts as gone.
+    pub expires_at_ms: u64,
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+fn num(item: &HashMap<String, AttributeValue>, key: &str) -> u64 {
+    item.get(key)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn row(item: &HashMap<String, AttributeValue>) -> Option<Row> {
+    Some(Row {
+        pk: item.get("pk")?.as_s().ok()?.clone(),
+        owner: item.get("owner").and_then(|v| v.as_s().ok()).cloned(),
+        version: num(item, "version"),
+        expires_at_ms: num(item, "expires_at_ms"),
+    })
+}
+
+impl Aws {
+    /// Creates the lease table (key `pk`, on demand); `Ok(false)` when it already exists.
+    pub async fn create_lease_table(&self, region: &str, table: &str) -> Result<bool, AwsError> {
+        let c = self.clients(region);
+        let res = self
+            .call("dynamodb", "CreateTable", || {
+                c.dynamodb
+                    .create_table()
+                    .table_name(table)
+                    .billing_mode(BillingMode::PayPerRequest)
+                    .key_schema(
+                        KeySchemaElement::builder()
+                            .attribute_name("pk")
+                            .key_type(KeyType::Hash)
+                            .build()
+                            .expect("key schema fields set"),
+                    )
+                    .attribute_definitions(
+                        AttributeDefinition::builder()
+                            .attribute_name("pk")
+                            .attribute_type(ScalarAttributeType::S)
+                            .build()
+                            .expect("attribute fields set"),
+                    )
+                    .send()
+            })
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.code.as_deref() == Some("ResourceInUseException") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every lease and replica item (the table holds one per environment and per replica).
+    pub async fn lease_rows(&self, region: &str, table: &str) -> Result<Vec<Row>, AwsError> {
+        let c = self.clients(region);
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        // Bounded: a table of leases is small; 100 pages of 1 MB would be a different table.
+        for _ in 0..100 {
+            let page = self
+                .call("dynamodb", "Scan", || {
+                    c.dynamodb
+                        .scan()
+                        .table_name(table)
+                        .consistent_read(true)
+                        .set_exclusive_start_key(start.clone())
+                        .send()
+                })
+                .await?;
+            out.extend(page.items().iter().filter_map(row));
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes `pk` for `me` if it is free or expired (at `now_ms`); `Ok(None)` if another
+    /// holds it. Returns the new version.
+    pub async fn take_lease(
+        &self,
+        region: &str,
+        table: &str,
+        pk: &str,
+        me: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<Option<u64>, AwsError> {
+        let c = self.clients(region);
+        let res = self
+            .call("dynamodb", "UpdateItem", || {
+                c.dynamodb
+                    .update_item()
+                    .table_name(table)
+                    .key("pk", s(pk))
+                    .update_expression(
+                        "SET #o = :me, expires_at_ms = :exp, version = if_not_exists(version, :zero) + :one",
+                    )
+                    .condition_expression("attribute_not_exists(pk) OR expires_at_ms < :now")
+                    .expression_attribute_names("#o", "owner")
+                    .expression_attribute_values(":me", s(me))
+                    .expression_attribute_values(":exp", n(now_ms + ttl_ms))
+                    .expression_attribute_values(":zero", n(0))
+                    .expression_attribute_values(":one", n(1))
+                    .expression_attribute_values(":now", n(now_ms))
+                    .return_values(ReturnValue::UpdatedNew)
+                    .send()
+            })
+            .await;
+        version_or_lost(res)
+    }
+
+    /// Renews `pk` for `me` at `version` (fencing: any other write since makes it fail);
+    /// `Ok(None)` when the lease is no longer `me`'s at that version. Returns the new version.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn renew_lease(
+        &self,
+        region: &str,
+        table: &str,
+        pk: &str,
+        me: &str,
+        version: u64,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<Option<u64>, AwsError> {
+        let c = self.clients(region);
+        let res = self
+            .call("dynamodb", "UpdateItem", || {
+                c.dynamodb
+                    .update_item()
+                    .table_name(table)
+                    .key("pk", s(pk))
+                    .update_expression("SET expires_at_ms = :exp, version = version + :one")
+                    .condition_expression("#o = :me AND version = :v")
+                    .expression_attribute_names("#o", "owner")
+                    .expression_attribute_values(":me", s(me))
+                    .expression_attribute_values(":v", n(version))
+                    .expression_attribute_values(":exp", n(now_ms + ttl_ms))
+                    .expression_attribute_values(":one", n(1))
+                    .return_values(ReturnValue::UpdatedNew)
+                    .send()
+            })
+            .await;
+        version_or_lost(res)
+    }
+
+    /// Gives `pk` up if `me` still holds it at `version`.
+    pub async fn release_lease(
+        &self,
+        region: &str,
+        table: &str,
+        pk: &str,
+        me: &str,
+        version: u64,
+    ) -> Result<(), AwsError> {
+        let c = self.clients(region);
+        let res = self
+            .call("dynamodb", "DeleteItem", || {
+                c.dynamodb
+                    .delete_item()
+                    .table_name(table)
+                    .key("pk", s(pk))
+                    .condition_expression("#o = :me AND version = :v")
+                    .expression_attribute_names("#o", "owner")
+                    .expression_attribute_values(":me", s(me))
+                    .expression_attribute_values(":v", n(version))
+                    .send()
+            })
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.code.as_deref() == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Says `me` is alive until `expires_at_ms` (`replica#<me>`), or, with `None`, that it left.
+    pub async fn heartbeat(
+        &self,
+        region: &str,
+        table: &str,
+        me: &str,
+        expires_at_ms: Option<u64>,
+    ) -> Result<(), AwsError> {
+        let c = self.clients(region);
+        let pk = format!("replica#{me}");
+        match expires_at_ms {
+            Some(exp) => {
+                self.call("dynamodb", "PutItem", || {
+                    c.dynamodb
+                        .put_item()
+                        .table_name(table)
+                        .item("pk", s(&pk))
+                        .item("owner", s(me))
+                        .item("expires_at_ms", n(exp))
+                        .send()
+                })
+                .await?;
+            }
+            None => {
+                self.call("dynamodb", "DeleteItem", || {
+                    c.dynamodb
+                        .delete_item()
+                        .table_name(table)
+                        .key("pk", s(&pk))
+                        .send()
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn version_or_lost(
+    res: Result<aws_sdk_dynamodb::operation::update_item::UpdateItemOutput, AwsError>,
+) -> Result<Option<u64>, AwsError> {
+    match res {
+        Ok(out) => Ok(Some(
+            out.attributes()
+                .map(|a| num(a, "version"))
+                .unwrap_or_default(),
+        )),
+        Err(e) if e.code.as_deref() == Some("ConditionalCheckFailedException") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
