@@ -217,13 +217,130 @@ def bench_steady_state(tmp, services):
         w.stop()
 
 
+def lease_holders(daemons, env):
+    out = []
+    for rid, d in daemons.items():
+        try:
+            m = d.metrics()
+        except OSError:
+            continue
+        if f'ecs_gitops_lease_held{{environment="{env}"}} 1' in m:
+            out.append(rid)
+    return out
+
+
+def bench_replicas(tmp, n, ttl_s):
+    """Several replicas over 9 environments: takeover after SIGKILL, DynamoDB calls in steady
+    state, and one commit to all 9 with 1 and with 3 replicas."""
+    envs = [f"e{i}" for i in range(9)]
+    w = World(tmp, services=())
+    try:
+        for e in envs:
+            w.ecs.create_cluster(clusterName=e)
+            simkit.create_service(w.ecs, e, "web", f"web-{e}", simkit.image_uri(REGION, "app", sha(1)))
+            w.repo.write(e, yaml(e, e, sha(1), ["web"]))
+        w.repo.commit("start")
+        w.sim.client("dynamodb", REGION).create_table(
+            TableName="leases", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+        seq = [0]
+
+        def replica(rid=None):
+            seq[0] += 1
+            rid = rid or f"r{seq[0]}"
+            env = dict(w.sim.env(REGION), AWS_ACCESS_KEY_ID=f"key-{rid}")
+            d = simkit.Daemon(w.repo.path, env, os.path.join(tmp, f"{rid}.log"), interval="10s",
+                              extra=("--lease-table", "leases", "--replica-id", rid, "--lease-ttl", f"{ttl_s}s"))
+            w.daemons.append(d)
+            return rid, d
+
+        def all_in_sync(daemons, release):
+            for e in envs:
+                if not any((d.env(e) or {}).get("phase") == "InSync" and not (d.env(e) or {}).get("owned_elsewhere")
+                           and (d.env(e) or {}).get("last_good_release") == release for d in daemons.values()):
+                    return False
+            return True
+
+        # One commit to all 9 files: 1 replica, then 3 (each run from the same state).
+        release = [1]
+
+        def deploy_all(daemons, label):
+            release[0] += 1
+            for e in envs:
+                w.repo.write(e, yaml(e, e, sha(release[0]), ["web"]))
+            t0 = time.time()
+            w.repo.commit(f"release {release[0]}")
+            wait(lambda: all_in_sync(daemons, sha(release[0])), f"9 verified ({label})", timeout=180)
+            return time.time() - t0
+
+        one = dict([replica()])
+        wait(lambda: all_in_sync(one, sha(1)), "adopted by one replica", timeout=120)
+        t_one = [deploy_all(one, "1 replica") for _ in range(2)]
+        three = dict(one)
+        for _ in range(2):
+            rid, d = replica()
+            three[rid] = d
+
+        def spread():
+            counts = {}
+            for e in envs:
+                h = lease_holders(three, e)
+                if len(h) != 1:
+                    return False
+                counts[h[0]] = counts.get(h[0], 0) + 1
+            return sorted(counts.values()) == [3, 3, 3]
+
+        wait(spread, "3 environments each", timeout=120)
+        t_three = [deploy_all(three, "3 replicas") for _ in range(2)]
+        print(f"9 environments, one commit to all 9 files -> all verified (bake 1s, rollout {0.3}s in the simulator):")
+        m1, m3 = summary("1 replica", t_one, unit="s", scale=1.0), summary("3 replicas", t_three, unit="s", scale=1.0)
+        print(f"  ratio 3 replicas / 1 replica: {m3 / m1:.2f}")
+
+        # DynamoDB calls per replica per minute, steady state.
+        w.sim.control("calls")  # warm
+        urllib.request.urlopen(urllib.request.Request(w.sim.url + "/_sim/calls", method="DELETE")).read()
+        t0 = time.time()
+        time.sleep(30)  # a measuring window, not a wait for a condition
+        dt = time.time() - t0
+        log = w.sim.control("calls/log")
+        print(f"steady state, 3 replicas x 9 environments, --lease-ttl {ttl_s}s (renewal every {ttl_s / 3:.1f}s):")
+        for rid in three:
+            k = f"key-{rid}"
+            ddb = sum(1 for c in log if c["access_key"] == k and c["operation"].startswith("dynamodb:"))
+            print(f"  {rid}: {60 * ddb / dt:.0f} DynamoDB calls per minute")
+
+        # Takeover after SIGKILL of e0's owner; the killed replica is replaced before the next sample.
+        samples = []
+        for i in range(n):
+            wait(spread, "3 environments each", timeout=120)
+            owner = lease_holders(three, "e0")[0]
+            d = three.pop(owner)
+            d.proc.kill()
+            d.proc.wait()
+            t0 = time.time()
+            wait(lambda: len(lease_holders(three, "e0")) == 1, "e0 taken over", timeout=120)
+            samples.append(time.time() - t0)
+            rid, nd = replica()
+            three[rid] = nd
+        print(f"takeover after SIGKILL of the owner (--lease-ttl {ttl_s}s; goal < TTL + 2 s = {ttl_s + 2}s):")
+        summary("SIGKILL -> another replica holds the lease", samples, unit="s", scale=1.0)
+    finally:
+        w.stop()
+
+
 def main():
     ap = argparse.ArgumentParser(description="ecs-gitops benchmarks")
+    ap.add_argument("what", nargs="?", default="all", choices=["all", "replicas"],
+                    help="all: reaction and steady-state benchmarks; replicas: several replicas with leases")
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--services", type=int, default=100)
+    ap.add_argument("--lease-ttl", type=int, default=6, help="seconds (replicas)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="ecs-gitops-bench-")
     try:
+        if args.what == "replicas":
+            bench_replicas(os.path.join(tmp, "r"), min(args.samples, 10), args.lease_ttl)
+            return
         bench_commit_latency(os.path.join(tmp, "a"), args.samples)
         bench_alarm_reaction(os.path.join(tmp, "b"), max(3, args.samples // 4))
         bench_steady_state(os.path.join(tmp, "c"), args.services)

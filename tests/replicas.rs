@@ -144,8 +144,17 @@ async fn three_replicas_share_nine_environments_one_writer_each_and_a_fourth_get
     }
     for d in [&a, &b, &c] {
         let (code, _) = support::http("GET", &format!("{}/readyz", d.url), None);
-        assert_eq!(code, 200);
+        assert_eq!(
+            code, 200,
+            "a replica is ready though it owns only some environments"
+        );
     }
+    let (_, page) = support::http("GET", &format!("{}/", a.url), None);
+    assert!(
+        page.contains("lease held by this replica, <strong>a</strong>")
+            && page.contains("(this page's replica does not act on it)"),
+        "the page names the owners"
+    );
 
     // A fourth replica joins: each of the three gives one environment up, and the fourth
     // takes them; no environment is without an owner for longer than the TTL.

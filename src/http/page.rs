@@ -272,10 +272,21 @@ pub fn render_page(r: &StatusReport, now_ms: u64) -> String {
             ));
         }
         details.push_str(&format!(
-            "<section id=\"detail-{name}\" aria-labelledby=\"title-{name}\"><h2 id=\"title-{name}\">{name} <span class=\"phase {phase}\">{phase}</span></h2><p class=\"message\">{msg}</p><p class=\"links\">{links}</p>{bake}<ul class=\"gates\">{gates}</ul><table class=\"services\"><tr><th scope=\"col\">service</th><th scope=\"col\">task definition</th><th scope=\"col\">running</th><th scope=\"col\">tasks</th><th scope=\"col\">ECS deployment</th></tr>{services}</table>{hooks}<ul>{problems}</ul><h3>timeline</h3>{timeline}<h3>recent transitions</h3><ul>{history}</ul></section>\n",
+            "<section id=\"detail-{name}\" aria-labelledby=\"title-{name}\"><h2 id=\"title-{name}\">{name} <span class=\"phase {phase}\">{phase}</span></h2><p class=\"message\">{msg}</p>{owner}<p class=\"links\">{links}</p>{bake}<ul class=\"gates\">{gates}</ul><table class=\"services\"><tr><th scope=\"col\">service</th><th scope=\"col\">task definition</th><th scope=\"col\">running</th><th scope=\"col\">tasks</th><th scope=\"col\">ECS deployment</th></tr>{services}</table>{hooks}<ul>{problems}</ul><h3>timeline</h3>{timeline}<h3>recent transitions</h3><ul>{history}</ul></section>\n",
             name = esc(&e.name),
             phase = esc(&e.phase),
             msg = esc(e.error.as_deref().unwrap_or(&e.message)),
+            owner = match &e.owner {
+                Some(o) if e.owned_elsewhere => format!(
+                    "<p class=\"owner\">lease held by replica <strong>{}</strong> (this page's replica does not act on it)</p>",
+                    esc(o)
+                ),
+                Some(o) => format!(
+                    "<p class=\"owner\">lease held by this replica, <strong>{}</strong></p>",
+                    esc(o)
+                ),
+                None => String::new(),
+            },
             links = links.join(" · "),
             bake = bake_bar(e, now_ms),
             timeline = timeline(e),
