@@ -39,6 +39,10 @@ pub struct RunOptions {
     pub interval: Duration,
     /// `--lease-table`: share the environments with other replicas.
     pub lease: Option<LeaseOptions>,
+    /// `--events-queue`: the SQS queue an EventBridge rule feeds.
+    pub events_queue: Option<String>,
+    /// Region of the queue (default: the SDK's region).
+    pub events_region: Option<String>,
 }
 
 pub struct LeaseOptions {
@@ -172,6 +176,40 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
             ))
         }
     };
+    let wakers = crate::events::Wakers::default();
+    let events = match &opts.events_queue {
+        None => None,
+        Some(url) => {
+            let region = opts
+                .events_region
+                .clone()
+                .or_else(|| aws.default_region())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no region for --events-queue: pass --events-region or set AWS_REGION"
+                    )
+                })?;
+            let health = crate::events::QueueHealth::default();
+            tracing::info!(queue = %url, %region, "reacting to events from the queue; polling stays as the fallback");
+            let run = crate::events::run(
+                crate::events::Queue {
+                    aws: aws.clone(),
+                    region,
+                    url: url.clone(),
+                },
+                source_rx.clone(),
+                wakers.clone(),
+                health.clone(),
+                metrics.clone(),
+                cancel.clone(),
+            );
+            tasks.spawn(async move {
+                run.await;
+                Ok(())
+            });
+            Some(health)
+        }
+    };
     let world = Arc::new(AwsWorld {
         observer: Observer::new(aws, health),
         leases: leases.clone(),
@@ -194,6 +232,8 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
         interval: opts.interval,
         github,
         leases: leases.clone(),
+        wakers,
+        events,
     };
     if let Some(l) = leases {
         let (envs, cancel) = (envs_rx_for_leases, cancel.clone());

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod controller;
 pub mod daemon;
 pub mod desired;
+pub mod events;
 pub mod github;
 pub mod http;
 pub mod lease;

@@ -168,6 +168,14 @@ enum Command {
         github: Box<GitHubArgs>,
         #[command(flatten)]
         lease: LeaseArgs,
+        /// SQS queue URL fed by an EventBridge rule (deploy/events-rule.json): alarm and ECS
+        /// deployment events wake the environments they concern at once; polling stays as the
+        /// fallback and is relaxed while the queue answers.
+        #[arg(long)]
+        events_queue: Option<String>,
+        /// Region of the events queue (default: the SDK's region, AWS_REGION).
+        #[arg(long, requires = "events_queue")]
+        events_region: Option<String>,
     },
     /// Manage the DynamoDB lease table of several replicas (`lease-table create NAME`).
     LeaseTable {
@@ -319,6 +327,8 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             interval,
             github,
             lease,
+            events_queue,
+            events_region,
         } => {
             let github = (*github).options(&source.repo)?;
             let lease = lease
@@ -346,6 +356,8 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
                     listen,
                     interval,
                     lease,
+                    events_queue,
+                    events_region,
                 },
                 cancel,
             )

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub hook_runs: IntCounterVec,
     pub notifications: IntCounterVec,
     pub gate_blocks: IntCounterVec,
+    /// With `--events-queue`: events read, by kind and whether they woke an environment.
+    pub events: IntCounterVec,
     pub drift_corrections: IntCounterVec,
     pub reconcile_errors: IntCounterVec,
     pub aws_requests: IntCounterVec,
@@ -95,6 +97,11 @@ impl Metrics {
             "ecs_gitops_deployments_total",
             "Rollouts that ended, by result (verified, rolled_back, superseded, rejected).",
             &["environment", "result"],
+        );
+        let events = counter(
+            "ecs_gitops_events_total",
+            "EventBridge events read from the events queue, by kind (alarm, ecs, other) and outcome (woke, ignored).",
+            &["kind", "outcome"],
         );
         let gate_blocks = counter(
             "ecs_gitops_gate_blocks_total",
@@ -202,6 +209,7 @@ impl Metrics {
             hook_runs,
             notifications,
             gate_blocks,
+            events,
             drift_corrections,
             reconcile_errors,
             aws_requests,

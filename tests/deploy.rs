@@ -15,6 +15,9 @@ fn json(rel: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
+/// IAM actions whose name differs from the API operation they authorize.
+const IAM_ACTION: [(&str, &str); 1] = [("sqs:DeleteMessageBatch", "sqs:DeleteMessage")];
+
 /// Every AWS operation the code can call: all calls go through `Aws::call(service, op, ..)`.
 fn operations_called() -> BTreeSet<String> {
     let mut ops = BTreeSet::new();
@@ -35,7 +38,13 @@ fn operations_called() -> BTreeSet<String> {
                 let lits: Vec<&str> = rest.split('"').collect();
                 // .call("ecs", "DescribeServices", ...) -> ["", "ecs", ", ", "DescribeServices", ...]
                 if lits.len() > 3 && lits[0].is_empty() && lits[2].trim() == "," {
-                    ops.insert(format!("{}:{}", lits[1], lits[3]));
+                    let op = format!("{}:{}", lits[1], lits[3]);
+                    let action = IAM_ACTION
+                        .iter()
+                        .find(|(o, _)| *o == op)
+                        .map(|(_, a)| a.to_string())
+                        .unwrap_or(op);
+                    ops.insert(action);
                 }
             }
         }
@@ -180,10 +189,11 @@ fn the_deployer_role_grants_in_its_account_what_the_code_calls_there_and_trusts_
     assert!(assumes_roles(), "the code assumes roles");
     // Permissions: every call about an environment (not STS, which is made with the
     // controller's own credentials), in the environment's account.
-    // The lease table lives with the controller, reached with its own credentials.
+    // The lease table and the events queue live with the controller, reached with its own
+    // credentials.
     let mut needed: BTreeSet<String> = operations_called()
         .into_iter()
-        .filter(|op| !op.starts_with("dynamodb:"))
+        .filter(|op| !op.starts_with("dynamodb:") && !op.starts_with("sqs:"))
         .collect();
     needed.insert("iam:PassRole".into());
     let granted = actions_of("deploy/deployer-role-policy.json");
@@ -224,4 +234,35 @@ fn the_deployer_role_grants_in_its_account_what_the_code_calls_there_and_trusts_
     // The README's example names the same role and external id.
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     assert!(readme.contains(role) && readme.contains(external_id));
+}
+
+#[test]
+fn the_events_rule_delivers_what_the_controller_reads_to_the_queue_it_polls() {
+    let rule = json("deploy/events-rule.json");
+    let pattern: Value = serde_json::from_str(rule["EventPattern"].as_str().unwrap()).unwrap();
+    let code = std::fs::read_to_string(root().join("src/events.rs")).unwrap();
+    for t in pattern["detail-type"].as_array().unwrap() {
+        let t = t.as_str().unwrap();
+        assert!(code.contains(&format!("\"{t}\"")), "the code reads {t}");
+    }
+    let queue = json("deploy/events-queue.json");
+    let policy: Value =
+        serde_json::from_str(queue["Attributes"]["Policy"].as_str().unwrap()).unwrap();
+    let st = &policy["Statement"][0];
+    assert_eq!(st["Principal"]["Service"], "events.amazonaws.com");
+    let rule_arn = st["Condition"]["ArnEquals"]["aws:SourceArn"]
+        .as_str()
+        .unwrap();
+    assert!(rule_arn.ends_with(&format!("rule/{}", rule["Name"].as_str().unwrap())));
+    let queue_arn = st["Resource"].as_str().unwrap();
+    assert!(queue_arn.ends_with(&format!(":{}", queue["QueueName"].as_str().unwrap())));
+    let targets = json("deploy/events-target.json");
+    assert_eq!(targets["Rule"], rule["Name"]);
+    assert_eq!(targets["Targets"][0]["Arn"], queue_arn);
+    // The controller polls that queue, and may.
+    let td = json("deploy/ecs-task-definition.json");
+    let cmd = td["containerDefinitions"][0]["command"].to_string();
+    assert!(cmd.contains("/ecs-gitops-events"), "{cmd}");
+    let controller = std::fs::read_to_string(root().join("deploy/iam-policy.json")).unwrap();
+    assert!(controller.contains(queue_arn));
 }

@@ -752,15 +752,22 @@ async fn a_blue_green_service_deployment_is_followed_and_stopped_with_rollback_t
 #[test]
 fn the_simulators_service_deployments_hold_up_through_boto3() {
     // scripts/aws_sim/test_service_deployments.py: stages, traffic steps, stops, ECS' own
-    // rollbacks, rolling records and PAUSE hooks, through the AWS SDK for Python.
+    // rollbacks, rolling records and PAUSE hooks; test_events.py: EventBridge events to SQS;
+    // through the AWS SDK for Python.
     let _ = Sim::start(); // installs the simulator's virtualenv (boto3 comes with moto)
     let root = support::root();
     let out = std::process::Command::new(root.join(".aws-sim/venv/bin/python"))
-        .args(["-m", "unittest", "-v", "test_service_deployments"])
+        .args([
+            "-m",
+            "unittest",
+            "-v",
+            "test_service_deployments",
+            "test_events",
+        ])
         .current_dir(root.join("scripts/aws_sim"))
         .output()
         .expect("run the boto3 tests");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
-    assert!(log.contains("Ran 7 tests"), "{log}");
+    assert!(log.contains("Ran 8 tests"), "{log}");
 }

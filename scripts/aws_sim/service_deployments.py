@@ -190,6 +190,14 @@ class ServiceDeployments:
 
     def _finish(self, rec, status, reason=None):
         now = _now()
+        if rec["_managed"] or status != "SUCCESSFUL":
+            # A rolling deployment's completion was published with its ECS deployment.
+            events = getattr(self.state, "events", None)
+            if events is not None:
+                name = "SERVICE_DEPLOYMENT_COMPLETED" if status in ("SUCCESSFUL", "ROLLBACK_SUCCESSFUL") \
+                    else "SERVICE_DEPLOYMENT_FAILED"
+                events.deployment(rec["serviceArn"], name, rec["_dep"] or "",
+                                  reason or f"service deployment {status}")
         rec["status"] = status
         rec["updatedAt"] = now
         if reason:
@@ -330,6 +338,7 @@ class ServiceDeployments:
             if h["status"] == "AWAITING_ACTION":
                 h["status"] = "FAILED" if kind == "hook" else "SUCCEEDED"
         sim.event(service, f"(service deployment {rec['serviceDeploymentArn'].rsplit('/', 1)[-1]}) rolling back: {reason}")
+        sim.STATE.events.deployment(service.arn, "SERVICE_DEPLOYMENT_FAILED", rec["_dep"] or "", reason)
         if source_td is None:
             self._finish(rec, "ROLLBACK_FAILED", f"{reason} No source revision to roll back to.")
             return

@@ -12,6 +12,8 @@ runs moto in-process and adds (see shared/notes/moto.md for why each is needed):
   DescribeServiceRevisions, StopServiceDeployment, ContinueServiceDeployment) for every
   deployment, and the staged deployments ECS runs for BLUE_GREEN, LINEAR and CANARY services
   (service_deployments.py).
+- EventBridge events (alarm state changes, ECS deployment state changes) sent to an SQS queue,
+  as a rule with that queue as target would (events.py).
 - Accounts: every call acts in the account of its access key (moto maps STS AssumeRole keys to
   the role's account); roles that may be assumed, their external ids and credential lifetimes
   (expired credentials are refused), for tests of environments in other accounts.
@@ -47,6 +49,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
+import events as events_model
 import service_deployments as sd_model
 import tasks as task_model
 
@@ -58,6 +61,7 @@ TARGET_SERVICES = {
     "GraniteServiceVersion20100801": "cloudwatch",
     "Logs_20140328": "logs",
     "DynamoDB_20120810": "dynamodb",
+    "AmazonSQS": "sqs",
 }
 FAULT_KINDS = ("http500", "http503", "throttle", "latency", "drop")
 
@@ -108,11 +112,14 @@ class State:
                 self.tasks.reset()
             if getattr(self, "service_deployments", None) is not None:
                 self.service_deployments.reset()
+            if getattr(self, "events", None) is not None:
+                self.events.reset()
 
 
 STATE = State()
 STATE.tasks = task_model.Tasks(STATE, ACCOUNT)
 STATE.service_deployments = sd_model.ServiceDeployments(STATE, ACCOUNT)
+STATE.events = events_model.Events(STATE)
 SDS = STATE.service_deployments
 SD_OPS = ("ListServiceDeployments", "DescribeServiceDeployments", "DescribeServiceRevisions",
           "StopServiceDeployment", "ContinueServiceDeployment")
@@ -237,6 +244,8 @@ def start_deployment(service, td_arn):
     service.deployments.insert(0, dep)
     service.task_definition = td_arn
     event(service, f"has started 1 tasks: (deployment {dep['id']}).")
+    STATE.events.deployment(service.arn, "SERVICE_DEPLOYMENT_IN_PROGRESS", dep["id"],
+                            f"ECS deployment {dep['id']} in progress.")
 
 
 def circuit_breaker(service):
@@ -276,6 +285,8 @@ def advance(backend, service, now):
             primary.update(runningCount=desired, pendingCount=0, rolloutState="COMPLETED",
                            rolloutStateReason=f"ECS deployment {primary['id']} completed.", updatedAt=utcnow())
             STATE.stable_td[service.arn] = primary["taskDefinition"]
+            STATE.events.deployment(service.arn, "SERVICE_DEPLOYMENT_COMPLETED", primary["id"],
+                                    f"ECS deployment {primary['id']} completed.")
             for d in actives:
                 event(service, f"(deployment {d['id']}) has stopped {d['runningCount']} running tasks.")
             del service.deployments[1:]
@@ -296,6 +307,8 @@ def advance(backend, service, now):
         if enabled and failed >= threshold:
             primary.update(rolloutState="FAILED", updatedAt=utcnow(),
                            rolloutStateReason="ECS deployment circuit breaker: tasks failed to start.")
+            STATE.events.deployment(service.arn, "SERVICE_DEPLOYMENT_FAILED", primary["id"],
+                                    "ECS deployment circuit breaker: tasks failed to start.")
             event(service, f"(deployment {primary['id']}) deployment failed: tasks failed to start.")
             target = STATE.stable_td.get(service.arn)
             if rollback and target:
@@ -507,8 +520,9 @@ def identify(environ):
     if "." in target:
         prefix, op = target.split(".", 1)
         return TARGET_SERVICES.get(prefix, prefix.lower()), op, "json"
-    if scope_service(environ) == "sts" and environ.get("REQUEST_METHOD") == "POST":
-        return "sts", None, "query"
+    scope = scope_service(environ)
+    if scope in ("sts", "monitoring") and environ.get("REQUEST_METHOD") == "POST":
+        return ("sts" if scope == "sts" else "cloudwatch"), None, "query"
     return None
 
 
@@ -610,8 +624,15 @@ class App:
                 return error_response(start_response, proto, 500, "InternalFailure", "aws-sim: injected internal error")
             elif fault.kind == "http503":
                 return error_response(start_response, proto, 503, "ServiceUnavailable", "aws-sim: injected unavailability")
-        if proto == "query":
+        if proto == "query" and service == "sts":
             return self.sts(environ, start_response, op, form, body)
+        if proto == "query":
+            before = self.alarm_state(account, region, op, form)
+            status, headers, out = self.call_moto(environ, body)
+            if status < 300:
+                self.alarm_changed(account, region, op, form, before)
+            start_response(f"{status} X", headers)
+            return [out]
         if proto == "cbor":
             return self.cbor(environ, start_response, op, body)
         if service == "ecs" and op in SD_OPS:
@@ -653,7 +674,16 @@ class App:
                 elif op == "DescribeServices" and status < 300:
                     out = with_current_deployment(out)
             return respond(start_response, status, out, dict(headers).get("Content-Type", "application/x-amz-json-1.1"))
+        req = {}
+        if service == "cloudwatch":  # JSON 1.0 (boto3): alarm state changes are published
+            try:
+                req = json.loads(body or b"{}")
+            except ValueError:
+                req = {}
+        before = self.alarm_state(account, region, op, req) if service == "cloudwatch" else None
         status, headers, out = self.call_moto(environ, body)
+        if service == "cloudwatch" and status < 300:
+            self.alarm_changed(account, region, op, req, before)
         start_response(f"{status} X", headers)
         return [out]
 
@@ -725,11 +755,26 @@ class App:
         advance_all()
         return out
 
+    def alarm_state(self, account, region, op, req):
+        """An alarm's state before SetAlarmState changes it (for the event's previousState)."""
+        if op != "SetAlarmState":
+            return None
+        from moto.cloudwatch.models import cloudwatch_backends
+        alarm = cloudwatch_backends[account][region].alarms.get(req.get("AlarmName", ""))
+        return alarm.state_value if alarm else None
+
+    def alarm_changed(self, account, region, op, req, before):
+        if op == "SetAlarmState" and before is not None and before != req.get("StateValue"):
+            STATE.events.alarm(account, region, req.get("AlarmName"), before, req.get("StateValue"),
+                               req.get("StateReason", ""))
+
     def cbor(self, environ, start_response, op, body):
         try:
             payload = cbor2.loads(body) if body else {}
         except Exception as exc:  # malformed CBOR is the client's fault, as in AWS
             return error_response(start_response, "cbor", 400, "SerializationException", str(exc))
+        account, region = account_of(environ), region_of(environ)
+        before = self.alarm_state(account, region, op, payload or {})
         e = dict(environ)
         e["PATH_INFO"] = "/"
         e["REQUEST_METHOD"] = "POST"
@@ -746,6 +791,7 @@ class App:
             code = str(data.get("__type") or data.get("code") or "InternalFailure").split("#")[-1]
             msg = data.get("message") or data.get("Message") or ""
             return error_response(start_response, "cbor", status, code, msg)
+        self.alarm_changed(account, region, op, payload or {}, before)
         return respond(start_response, status, cbor2.dumps(json_to_cbor(data)), "application/cbor",
                        [("smithy-protocol", "rpc-v2-cbor")])
 
@@ -837,6 +883,10 @@ class App:
             if what == "roles" and method == "POST":
                 STATE.roles[req["role_arn"]] = req.get("external_id")
                 return STATE.roles
+            if what == "events" and method == "POST":
+                return STATE.events.configure(req, advance_all)
+            if what == "events":
+                return {"target": STATE.events.target, "published": STATE.events.published}
             if what == "service-deployments":
                 advance_all()
                 return SDS.dump()

@@ -14,6 +14,7 @@ pub mod dynamodb;
 pub mod ecr;
 pub mod ecs;
 pub mod logs;
+pub mod sqs;
 pub mod taskdef;
 
 use std::collections::HashMap;
@@ -125,6 +126,7 @@ pub(crate) struct Clients {
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
 }
 
 /// The AWS clients of all regions the environments use, with a cache of task definitions
@@ -278,6 +280,11 @@ impl Aws {
                     ),
                     dynamodb: aws_sdk_dynamodb::Client::from_conf(
                         aws_sdk_dynamodb::config::Builder::from(&self.config)
+                            .region(r.clone())
+                            .build(),
+                    ),
+                    sqs: aws_sdk_sqs::Client::from_conf(
+                        aws_sdk_sqs::config::Builder::from(&self.config)
                             .region(r)
                             .build(),
                     ),

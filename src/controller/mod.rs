@@ -129,6 +129,10 @@ pub struct Shared {
     pub github_repo: Option<String>,
     /// With `--lease-table`: a pass runs only while this replica holds the environment's lease.
     pub leases: Option<crate::lease::Leases>,
+    /// Wake-ups of environment loops (from the events queue).
+    pub wakers: crate::events::Wakers,
+    /// With `--events-queue`: whether the queue answers (polling is relaxed while it does).
+    pub events: Option<crate::events::QueueHealth>,
 }
 
 /// kube-runtime's defaults: 800 ms doubling to 30 s, with jitter, reset on success.
@@ -311,7 +315,23 @@ async fn environment_loop(
                                 .with_label_values(&[env.as_str()])
                                 .observe(at.elapsed().as_secs_f64());
                         }
-                        plan.requeue
+                        match &shared.events {
+                            Some(q) if q.healthy() => {
+                                let phase = plan.phase();
+                                let bake_left = (phase == PhaseKind::Baking).then(|| {
+                                    let end = plan.record.since + desired.verify.bake;
+                                    end.duration_since(shared.clock.now()).unwrap_or_default()
+                                });
+                                crate::events::relaxed_requeue(
+                                    plan.requeue,
+                                    crate::plan::IN_FLIGHT_REQUEUE.min(shared.interval),
+                                    phase,
+                                    desired,
+                                    bake_left,
+                                )
+                            }
+                            _ => plan.requeue,
+                        }
                     }
                     Err(e) if report::assume_role_failed(&e) => {
                         report::blocked_on_role(&shared, &env, &e);
@@ -334,12 +354,17 @@ async fn environment_loop(
                 }
             }
         };
+        let waker = shared.wakers.get(&env);
         tokio::select! {
             _ = cancel.cancelled() => return,
             changed = rx.changed() => {
                 if changed.is_err() {
                     return;
                 }
+            }
+            // An event about this environment (alarm, deployment): look now.
+            _ = waker.notified() => {
+                tracing::debug!(environment = %env, "woken by an event; passing now");
             }
             _ = tokio::time::sleep(delay) => {}
         }

@@ -204,6 +204,8 @@ fn start(fake: &Arc<Fake>, interval: Duration, first: SourceStatus) -> Running {
         notifier: None,
         github_repo: None,
         leases: None,
+        wakers: Default::default(),
+        events: None,
     };
     let (tx, rx) = watch::channel(first);
     let cancel = CancellationToken::new();
