@@ -43,6 +43,8 @@ pub struct RunOptions {
     pub events_queue: Option<String>,
     /// Region of the queue (default: the SDK's region).
     pub events_region: Option<String>,
+    /// `--aws-max-rps`: the API budget per account, region and service.
+    pub aws_max_rps: f64,
 }
 
 pub struct LeaseOptions {
@@ -65,7 +67,9 @@ pub async fn create_lease_table(name: &str, region: Option<String>) -> anyhow::R
 pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let board = Board::default();
-    let aws = Aws::from_env(metrics.clone()).await;
+    let aws = Aws::from_env(metrics.clone())
+        .await
+        .with_max_rps(opts.aws_max_rps);
     let cache = tempfile::Builder::new().prefix("ecs-gitops-").tempdir()?;
     let gh = &opts.github;
     let github_client = || {

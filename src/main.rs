@@ -176,6 +176,11 @@ enum Command {
         /// Region of the events queue (default: the SDK's region, AWS_REGION).
         #[arg(long, requires = "events_queue")]
         events_region: Option<String>,
+        /// Most AWS calls per second per account, region and service (a client-side token
+        /// bucket, burst twice that; AWS' own buckets are shared with everything else the
+        /// account runs).
+        #[arg(long, default_value_t = ecs_gitops::aws::budget::DEFAULT_MAX_RPS, value_parser = rps_arg)]
+        aws_max_rps: f64,
     },
     /// Manage the DynamoDB lease table of several replicas (`lease-table create NAME`).
     LeaseTable {
@@ -240,6 +245,15 @@ enum Command {
         #[arg(long, default_value = "desired-state")]
         path: String,
     },
+}
+
+fn rps_arg(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a rate; give calls per second above 0, e.g. 10 or 2.5"
+        )),
+    }
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -329,6 +343,7 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             lease,
             events_queue,
             events_region,
+            aws_max_rps,
         } => {
             let github = (*github).options(&source.repo)?;
             let lease = lease
@@ -358,6 +373,7 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
                     lease,
                     events_queue,
                     events_region,
+                    aws_max_rps,
                 },
                 cancel,
             )

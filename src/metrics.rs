@@ -28,6 +28,8 @@ pub struct Metrics {
     pub drift_corrections: IntCounterVec,
     pub reconcile_errors: IntCounterVec,
     pub aws_requests: IntCounterVec,
+    /// AWS calls that waited for the API budget (`--aws-max-rps`), by service.
+    pub aws_budget_waits: IntCounterVec,
     pub git_fetches: IntCounterVec,
     pub github_requests: IntCounterVec,
     pub webhook_deliveries: IntCounterVec,
@@ -117,6 +119,11 @@ impl Metrics {
             "ecs_gitops_reconcile_errors_total",
             "Passes that failed, by kind of error.",
             &["environment", "kind"],
+        );
+        let aws_budget_waits = counter(
+            "ecs_gitops_aws_budget_waits_total",
+            "AWS calls that waited for a token of the client-side API budget (--aws-max-rps), by service.",
+            &["service"],
         );
         let aws_requests = counter(
             "ecs_gitops_aws_requests_total",
@@ -213,6 +220,7 @@ impl Metrics {
             drift_corrections,
             reconcile_errors,
             aws_requests,
+            aws_budget_waits,
             git_fetches,
             github_requests,
             webhook_deliveries,

@@ -18,7 +18,7 @@ fn json(rel: &str) -> Value {
 /// IAM actions whose name differs from the API operation they authorize.
 const IAM_ACTION: [(&str, &str); 1] = [("sqs:DeleteMessageBatch", "sqs:DeleteMessage")];
 
-/// Every AWS operation the code can call: all calls go through `Aws::call(service, op, ..)`.
+/// Every AWS operation the code can call: all calls go through `Aws::call(region, service, op, ..)`.
 fn operations_called() -> BTreeSet<String> {
     let mut ops = BTreeSet::new();
     let mut stack = vec![root().join("src")];
@@ -34,7 +34,12 @@ fn operations_called() -> BTreeSet<String> {
             }
             let text = std::fs::read_to_string(&path).unwrap();
             for (i, _) in text.match_indices(".call(") {
+                // .call(&c.region, "ecs", "DescribeServices", ...): the region first.
                 let rest = text[i + 6..].trim_start();
+                let rest = rest
+                    .strip_prefix("&c.region,")
+                    .map(str::trim_start)
+                    .unwrap_or(rest);
                 let lits: Vec<&str> = rest.split('"').collect();
                 // .call("ecs", "DescribeServices", ...) -> ["", "ecs", ", ", "DescribeServices", ...]
                 if lits.len() > 3 && lits[0].is_empty() && lits[2].trim() == "," {

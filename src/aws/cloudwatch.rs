@@ -15,7 +15,7 @@ impl Aws {
         let mut found = Vec::new();
         for chunk in names.chunks(100) {
             let out = self
-                .call("cloudwatch", "DescribeAlarms", || {
+                .call(&c.region, "cloudwatch", "DescribeAlarms", || {
                     c.cloudwatch
                         .describe_alarms()
                         .set_alarm_names(Some(chunk.to_vec()))

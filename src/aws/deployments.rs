@@ -45,7 +45,7 @@ impl Aws {
         let mut out = Vec::new();
         for chunk in arns.chunks(BATCH) {
             let resp = self
-                .call("ecs", "DescribeServiceDeployments", || {
+                .call(&c.region, "ecs", "DescribeServiceDeployments", || {
                     c.ecs
                         .describe_service_deployments()
                         .set_service_deployment_arns(Some(chunk.to_vec()))
@@ -67,7 +67,7 @@ impl Aws {
     ) -> Result<Option<String>, AwsError> {
         let c = self.clients(region);
         let resp = self
-            .call("ecs", "ListServiceDeployments", || {
+            .call(&c.region, "ecs", "ListServiceDeployments", || {
                 c.ecs
                     .list_service_deployments()
                     .cluster(cluster)
@@ -105,7 +105,7 @@ impl Aws {
         let c = self.clients(region);
         for chunk in missing.chunks(BATCH) {
             let resp = self
-                .call("ecs", "DescribeServiceRevisions", || {
+                .call(&c.region, "ecs", "DescribeServiceRevisions", || {
                     c.ecs
                         .describe_service_revisions()
                         .set_service_revision_arns(Some(chunk.to_vec()))
@@ -125,7 +125,7 @@ impl Aws {
     /// StopServiceDeployment with `stopType: ROLLBACK`: ECS puts the previous revision back.
     pub async fn stop_service_deployment(&self, region: &str, arn: &str) -> Result<(), AwsError> {
         let c = self.clients(region);
-        self.call("ecs", "StopServiceDeployment", || {
+        self.call(&c.region, "ecs", "StopServiceDeployment", || {
             c.ecs
                 .stop_service_deployment()
                 .service_deployment_arn(arn)

@@ -51,7 +51,7 @@ impl Aws {
     pub async fn create_lease_table(&self, region: &str, table: &str) -> Result<bool, AwsError> {
         let c = self.clients(region);
         let res = self
-            .call("dynamodb", "CreateTable", || {
+            .call(&c.region, "dynamodb", "CreateTable", || {
                 c.dynamodb
                     .create_table()
                     .table_name(table)
@@ -88,7 +88,7 @@ impl Aws {
         // Bounded: a table of leases is small; 100 pages of 1 MB would be a different table.
         for _ in 0..100 {
             let page = self
-                .call("dynamodb", "Scan", || {
+                .call(&c.region, "dynamodb", "Scan", || {
                     c.dynamodb
                         .scan()
                         .table_name(table)
@@ -119,7 +119,7 @@ impl Aws {
     ) -> Result<Option<u64>, AwsError> {
         let c = self.clients(region);
         let res = self
-            .call("dynamodb", "UpdateItem", || {
+            .call(&c.region, "dynamodb", "UpdateItem", || {
                 c.dynamodb
                     .update_item()
                     .table_name(table)
@@ -156,7 +156,7 @@ impl Aws {
     ) -> Result<Option<u64>, AwsError> {
         let c = self.clients(region);
         let res = self
-            .call("dynamodb", "UpdateItem", || {
+            .call(&c.region, "dynamodb", "UpdateItem", || {
                 c.dynamodb
                     .update_item()
                     .table_name(table)
@@ -186,7 +186,7 @@ impl Aws {
     ) -> Result<(), AwsError> {
         let c = self.clients(region);
         let res = self
-            .call("dynamodb", "DeleteItem", || {
+            .call(&c.region, "dynamodb", "DeleteItem", || {
                 c.dynamodb
                     .delete_item()
                     .table_name(table)
@@ -217,7 +217,7 @@ impl Aws {
         let pk = format!("replica#{me}");
         match expires_at_ms {
             Some(exp) => {
-                self.call("dynamodb", "PutItem", || {
+                self.call(&c.region, "dynamodb", "PutItem", || {
                     c.dynamodb
                         .put_item()
                         .table_name(table)
@@ -229,7 +229,7 @@ impl Aws {
                 .await?;
             }
             None => {
-                self.call("dynamodb", "DeleteItem", || {
+                self.call(&c.region, "dynamodb", "DeleteItem", || {
                     c.dynamodb
                         .delete_item()
                         .table_name(table)

@@ -18,7 +18,7 @@ impl Aws {
     ) -> Result<ImageLookup, AwsError> {
         let c = self.clients(region);
         let res = self
-            .call("ecr", "DescribeImages", || {
+            .call(&c.region, "ecr", "DescribeImages", || {
                 c.ecr
                     .describe_images()
                     .repository_name(repository)

@@ -92,7 +92,7 @@ impl Aws {
         };
         for chunk in names.chunks(10) {
             let answer = self
-                .call("ecs", "DescribeServices", || {
+                .call(&c.region, "ecs", "DescribeServices", || {
                     c.ecs
                         .describe_services()
                         .cluster(cluster)
@@ -137,7 +137,7 @@ impl Aws {
         }
         let c = self.clients(region);
         let out = self
-            .call("ecs", "DescribeTaskDefinition", || {
+            .call(&c.region, "ecs", "DescribeTaskDefinition", || {
                 c.ecs
                     .describe_task_definition()
                     .task_definition(arn)
@@ -165,7 +165,7 @@ impl Aws {
     ) -> Result<Vec<String>, AwsError> {
         let c = self.clients(region);
         let listed = self
-            .call("ecs", "ListTaskDefinitions", || {
+            .call(&c.region, "ecs", "ListTaskDefinitions", || {
                 c.ecs
                     .list_task_definitions()
                     .family_prefix(family)
@@ -187,7 +187,7 @@ impl Aws {
     ) -> Result<CachedTd, AwsError> {
         let c = self.clients(region);
         let out = self
-            .call("ecs", "RegisterTaskDefinition", || {
+            .call(&c.region, "ecs", "RegisterTaskDefinition", || {
                 fields
                     .request(c.ecs.register_task_definition())
                     .set_tags(Some(tags.clone()))
@@ -216,7 +216,7 @@ impl Aws {
             return Err(empty_answer("UpdateService", service));
         }
         let c = self.clients(region);
-        self.call("ecs", "UpdateService", || {
+        self.call(&c.region, "ecs", "UpdateService", || {
             c.ecs
                 .update_service()
                 .cluster(cluster)
@@ -243,7 +243,7 @@ impl Aws {
                 .iter()
                 .map(|(k, v)| Tag::builder().key(k).value(v).build())
                 .collect();
-            self.call("ecs", "TagResource", || {
+            self.call(&c.region, "ecs", "TagResource", || {
                 c.ecs
                     .tag_resource()
                     .resource_arn(arn)
@@ -254,7 +254,7 @@ impl Aws {
             writes += 1;
         }
         if !remove.is_empty() {
-            self.call("ecs", "UntagResource", || {
+            self.call(&c.region, "ecs", "UntagResource", || {
                 c.ecs
                     .untag_resource()
                     .resource_arn(arn)
@@ -295,7 +295,7 @@ impl Aws {
             )
             .build();
         let out = self
-            .call("ecs", "RunTask", || {
+            .call(&c.region, "ecs", "RunTask", || {
                 c.ecs
                     .run_task()
                     .cluster(req.cluster)
@@ -350,7 +350,7 @@ impl Aws {
         reason: &str,
     ) -> Result<(), AwsError> {
         let c = self.clients(region);
-        self.call("ecs", "StopTask", || {
+        self.call(&c.region, "ecs", "StopTask", || {
             c.ecs
                 .stop_task()
                 .cluster(cluster)
@@ -373,7 +373,7 @@ impl Aws {
         let mut arns = Vec::new();
         for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
             let out = self
-                .call("ecs", "ListTasks", || {
+                .call(&c.region, "ecs", "ListTasks", || {
                     c.ecs
                         .list_tasks()
                         .cluster(cluster)
@@ -390,7 +390,7 @@ impl Aws {
         }
         arns.truncate(100);
         let out = self
-            .call("ecs", "DescribeTasks", || {
+            .call(&c.region, "ecs", "DescribeTasks", || {
                 c.ecs
                     .describe_tasks()
                     .cluster(cluster)

@@ -23,7 +23,7 @@ impl Aws {
         let mut token: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let out = self
-                .call("logs", "FilterLogEvents", || {
+                .call(&c.region, "logs", "FilterLogEvents", || {
                     c.logs
                         .filter_log_events()
                         .log_group_name(group)

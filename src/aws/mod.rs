@@ -8,6 +8,7 @@
 //! answers mean is decided in `observe` and `plan`.
 
 pub mod account;
+pub mod budget;
 pub mod cloudwatch;
 pub mod deployments;
 pub mod dynamodb;
@@ -121,6 +122,8 @@ fn classify<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> ErrorClas
 
 #[derive(Clone)]
 pub(crate) struct Clients {
+    /// The region these clients call (the API budget's key).
+    pub region: String,
     pub ecs: aws_sdk_ecs::Client,
     pub ecr: aws_sdk_ecr::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
@@ -140,6 +143,8 @@ pub struct Aws {
     revisions: deployments::RevisionCache,
     metrics: Arc<Metrics>,
     retry: ExponentialBuilder,
+    /// Calls per second per (account, region, service), shared by every handle.
+    budget: Arc<budget::Budget>,
     /// Set on the handle of an environment in another account: its credentials.
     role: Option<Arc<account::RoleCredentials>>,
     /// Handles per (environment, role, external id), shared by every clone of the base handle.
@@ -214,6 +219,13 @@ impl Aws {
         }
     }
 
+    /// This handle (and every environment's handle made from it) keeps to `rps` calls per
+    /// second per account, region and service (`--aws-max-rps`).
+    pub fn with_max_rps(mut self, rps: f64) -> Aws {
+        self.budget = Arc::new(budget::Budget::new(rps));
+        self
+    }
+
     /// The region of the base configuration (`AWS_REGION`), where the lease table lives by
     /// default.
     pub fn default_region(&self) -> Option<String> {
@@ -243,6 +255,7 @@ impl Aws {
             revisions: Default::default(),
             role: None,
             accounts: Arc::default(),
+            budget: Arc::new(budget::Budget::new(budget::DEFAULT_MAX_RPS)),
             metrics,
             retry: ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(200))
@@ -258,6 +271,7 @@ impl Aws {
             .or_insert_with(|| {
                 let r = Region::new(region.to_string());
                 Clients {
+                    region: region.to_string(),
                     ecs: aws_sdk_ecs::Client::from_conf(
                         aws_sdk_ecs::config::Builder::from(&self.config)
                             .region(r.clone())
@@ -293,9 +307,11 @@ impl Aws {
             .clone()
     }
 
-    /// One AWS operation: counted per attempt, retried while transient.
+    /// One AWS operation in `region`: each attempt takes a token from the API budget, is
+    /// counted, and is retried while the failure is transient.
     pub(crate) async fn call<T, E, F, Fut>(
         &self,
+        region: &str,
         service: &'static str,
         operation: &'static str,
         f: F,
@@ -305,7 +321,14 @@ impl Aws {
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        let key = format!("{}/{region}/{service}", self.role_arn().unwrap_or("base"));
         let attempt = || async {
+            if !self.budget.take(&key).await.is_zero() {
+                self.metrics
+                    .aws_budget_waits
+                    .with_label_values(&[service])
+                    .inc();
+            }
             match f().await {
                 Ok(v) => {
                     self.metrics

@@ -22,7 +22,7 @@ impl Aws {
     ) -> Result<Vec<Message>, AwsError> {
         let c = self.clients(region);
         let out = self
-            .call("sqs", "ReceiveMessage", || {
+            .call(&c.region, "sqs", "ReceiveMessage", || {
                 c.sqs
                     .receive_message()
                     .queue_url(queue_url)
@@ -63,7 +63,7 @@ impl Aws {
                         .ok()
                 })
                 .collect();
-            self.call("sqs", "DeleteMessageBatch", || {
+            self.call(&c.region, "sqs", "DeleteMessageBatch", || {
                 c.sqs
                     .delete_message_batch()
                     .queue_url(queue_url)
