@@ -11,7 +11,8 @@ import urllib.request
 import boto3
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BINARY = os.path.join(ROOT, "target", "debug", "ecs-gitops")
+# The daemon the scripts run (tests point it at the binary cargo built for them).
+BINARY = os.environ.get("ECS_GITOPS_BINARY") or os.path.join(ROOT, "target", "debug", "ecs-gitops")
 ACCOUNT = "123456789012"
 MANIFEST = json.dumps({
     "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
