@@ -25,6 +25,8 @@ import datetime as dt
 import random
 import time
 
+from tasks import ApiError
+
 MANAGED = ("BLUE_GREEN", "LINEAR", "CANARY")
 STATUSES = ("PENDING", "IN_PROGRESS", "SUCCESSFUL", "STOPPED", "STOP_REQUESTED", "ROLLBACK_REQUESTED",
             "ROLLBACK_IN_PROGRESS", "ROLLBACK_SUCCESSFUL", "ROLLBACK_FAILED")
@@ -32,12 +34,6 @@ TERMINAL = ("SUCCESSFUL", "STOPPED", "ROLLBACK_SUCCESSFUL", "ROLLBACK_FAILED")
 STAGES = ("RECONCILE_SERVICE", "PRE_SCALE_UP", "SCALE_UP", "POST_SCALE_UP", "TEST_TRAFFIC_SHIFT",
           "POST_TEST_TRAFFIC_SHIFT", "PRODUCTION_TRAFFIC_SHIFT", "POST_PRODUCTION_TRAFFIC_SHIFT",
           "BAKE_TIME", "CLEAN_UP")
-
-
-class ApiError(Exception):
-    def __init__(self, code, message, status=400):
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
 
 
 def _epoch(t):
@@ -412,9 +408,10 @@ class ServiceDeployments:
 
     # ---- API ------------------------------------------------------------------------------
 
-    def public(self, rec):
+    def public(self, rec, service=None):
+        """The record as DescribeServiceDeployments shows it; task counts need its `service`."""
         def summary(arn, weight, test, dep_id):
-            dep = next((d for d in getattr(rec.get("_service"), "deployments", []) if d["id"] == dep_id), None)
+            dep = next((d for d in getattr(service, "deployments", []) if d["id"] == dep_id), None)
             out = {"arn": arn, "requestedTaskCount": 0, "runningTaskCount": 0, "pendingTaskCount": 0,
                    "requestedProductionTrafficWeight": _round(weight), "requestedTestTrafficWeight": _round(test)}
             if dep is not None:
@@ -480,33 +477,35 @@ class ServiceDeployments:
             res["nextToken"] = str(start + limit)
         return res
 
-    def describe_service_deployments(self, backend, region, body, services):
-        arns = body.get("serviceDeploymentArns") or []
+    @staticmethod
+    def _describe(body, field, out, show):
+        """A Describe* of 1 to 20 ARNs: `show(arn)` for each known one, the rest under
+        `failures` with reason MISSING, as ECS answers."""
+        arns = body.get(field) or []
         if not arns or len(arns) > 20:
-            raise ApiError("InvalidParameterException", "serviceDeploymentArns must hold 1 to 20 ARNs")
+            raise ApiError("InvalidParameterException", f"{field} must hold 1 to 20 ARNs")
         found, failures = [], []
         for arn in arns:
-            rec = self.records.get(arn)
-            if rec is None:
-                failures.append({"arn": arn, "reason": "MISSING"})
-                continue
-            rec["_service"] = services.get(rec["serviceArn"])
-            found.append(self.public(rec))
-            rec.pop("_service", None)
-        return {"serviceDeployments": found, "failures": failures}
-
-    def describe_service_revisions(self, backend, region, body):
-        arns = body.get("serviceRevisionArns") or []
-        if not arns or len(arns) > 20:
-            raise ApiError("InvalidParameterException", "serviceRevisionArns must hold 1 to 20 ARNs")
-        found, failures = [], []
-        for arn in arns:
-            rev = self.revisions.get(arn)
-            if rev is None:
+            shown = show(arn)
+            if shown is None:
                 failures.append({"arn": arn, "reason": "MISSING"})
             else:
-                found.append({k: (_epoch(v) if k == "createdAt" else v) for k, v in rev.items()})
-        return {"serviceRevisions": found, "failures": failures}
+                found.append(shown)
+        return {out: found, "failures": failures}
+
+    def describe_service_deployments(self, backend, region, body, services):
+        def show(arn):
+            rec = self.records.get(arn)
+            return None if rec is None else self.public(rec, services.get(rec["serviceArn"]))
+
+        return self._describe(body, "serviceDeploymentArns", "serviceDeployments", show)
+
+    def describe_service_revisions(self, backend, region, body):
+        def show(arn):
+            rev = self.revisions.get(arn)
+            return None if rev is None else {k: (_epoch(v) if k == "createdAt" else v) for k, v in rev.items()}
+
+        return self._describe(body, "serviceRevisionArns", "serviceRevisions", show)
 
     def stop_service_deployment(self, sim, backend, region, body, services):
         arn = body.get("serviceDeploymentArn") or ""

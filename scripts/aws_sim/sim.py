@@ -635,25 +635,17 @@ class App:
             return [out]
         if proto == "cbor":
             return self.cbor(environ, start_response, op, body)
-        if service == "ecs" and op in SD_OPS:
+        if service == "ecs" and (op in SD_OPS or op in TASK_OPS):
+            # Operations the simulator answers itself (moto has none of them).
             with STATE.lock:
                 STATE.regions.add((account, region))
                 advance_all()
                 try:
                     req = json.loads(body or b"{}")
-                    out = self.service_deployment_op(op, account, region, req)
-                except sd_model.ApiError as exc:
-                    return error_response(start_response, proto, exc.status, exc.code, exc.message)
-                except (ValueError, KeyError, TypeError) as exc:
-                    return error_response(start_response, proto, 400, "InvalidParameterException", str(exc))
-            return respond(start_response, 200, json.dumps(out).encode(), "application/x-amz-json-1.1")
-        if service == "ecs" and op in TASK_OPS:
-            with STATE.lock:
-                STATE.regions.add((account, region))
-                advance_all()
-                try:
-                    req = json.loads(body or b"{}")
-                    out = getattr(STATE.tasks, TASK_OPS[op])(ecs_backends[account][region], region, req)
+                    if op in SD_OPS:
+                        out = self.service_deployment_op(op, account, region, req)
+                    else:
+                        out = getattr(STATE.tasks, TASK_OPS[op])(ecs_backends[account][region], region, req)
                 except task_model.ApiError as exc:
                     return error_response(start_response, proto, exc.status, exc.code, exc.message)
                 except (ValueError, KeyError, TypeError) as exc:
