@@ -58,10 +58,21 @@ pub struct LeaseOptions {
 /// `ecs-gitops lease-table create NAME`: `Ok(false)` when the table exists already.
 pub async fn create_lease_table(name: &str, region: Option<String>) -> anyhow::Result<bool> {
     let aws = Aws::from_env(Arc::new(Metrics::new())).await;
-    let region = region.or_else(|| aws.default_region()).ok_or_else(|| {
-        anyhow::anyhow!("no region for the lease table: pass --region or set AWS_REGION")
-    })?;
+    let region = region_or_default(&aws, region, "the lease table", "--region")?;
     Ok(aws.create_lease_table(&region, name).await?)
+}
+
+/// The region a flag names, else the SDK's (`AWS_REGION`); an error naming the flag when
+/// there is neither.
+fn region_or_default(
+    aws: &Aws,
+    flag_value: Option<String>,
+    what: &str,
+    flag: &str,
+) -> anyhow::Result<String> {
+    flag_value
+        .or_else(|| aws.default_region())
+        .ok_or_else(|| anyhow::anyhow!("no region for {what}: pass {flag} or set AWS_REGION"))
 }
 
 pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -160,22 +171,17 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     let leases = match &opts.lease {
         None => None,
         Some(l) => {
-            let region = l
-                .region
-                .clone()
-                .or_else(|| aws.default_region())
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "no region for --lease-table: pass --lease-region or set AWS_REGION"
-                    )
-                })?;
+            let region =
+                region_or_default(&aws, l.region.clone(), "--lease-table", "--lease-region")?;
             tracing::info!(table = %l.table, replica = %l.replica_id, %region, ttl_ms = l.timing.ttl.as_millis() as u64, "sharing environments through leases");
             Some(crate::lease::Leases::new(
                 aws.clone(),
                 metrics.clone(),
-                &l.table,
-                &region,
-                &l.replica_id,
+                crate::aws::dynamodb::LeaseTable {
+                    region,
+                    name: l.table.clone(),
+                    me: l.replica_id.clone(),
+                },
                 l.timing,
             ))
         }
@@ -184,15 +190,12 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     let events = match &opts.events_queue {
         None => None,
         Some(url) => {
-            let region = opts
-                .events_region
-                .clone()
-                .or_else(|| aws.default_region())
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "no region for --events-queue: pass --events-region or set AWS_REGION"
-                    )
-                })?;
+            let region = region_or_default(
+                &aws,
+                opts.events_region.clone(),
+                "--events-queue",
+                "--events-region",
+            )?;
             let health = crate::events::QueueHealth::default();
             tracing::info!(queue = %url, %region, "reacting to events from the queue; polling stays as the fallback");
             let run = crate::events::run(

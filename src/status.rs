@@ -187,6 +187,13 @@ impl Board {
     }
 }
 
+/// Milliseconds since the Unix epoch (0 for a time before it).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// RFC 3339 in UTC with second precision, without a date crate.
 pub fn rfc3339(t: SystemTime) -> String {
     let secs = t

@@ -11,6 +11,20 @@ use aws_sdk_dynamodb::types::{
 
 use super::{Aws, AwsError};
 
+/// Key prefix of an environment's lease item (`lease#<environment>`).
+pub const LEASE: &str = "lease#";
+/// Key prefix of a live replica's item (`replica#<id>`).
+pub const REPLICA: &str = "replica#";
+
+/// The lease table and the replica using it: what every lease call names.
+#[derive(Debug, Clone)]
+pub struct LeaseTable {
+    pub region: String,
+    pub name: String,
+    /// This replica's id (the `owner` it writes).
+    pub me: String,
+}
+
 /// One item of the lease table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
@@ -81,8 +95,8 @@ impl Aws {
     }
 
     /// Every lease and replica item (the table holds one per environment and per replica).
-    pub async fn lease_rows(&self, region: &str, table: &str) -> Result<Vec<Row>, AwsError> {
-        let c = self.clients(region);
+    pub async fn lease_rows(&self, t: &LeaseTable) -> Result<Vec<Row>, AwsError> {
+        let (c, table) = (self.clients(&t.region), t.name.as_str());
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         // Bounded: a table of leases is small; 100 pages of 1 MB would be a different table.
@@ -106,24 +120,23 @@ impl Aws {
         Ok(out)
     }
 
-    /// Takes `pk` for `me` if it is free or expired (at `now_ms`); `Ok(None)` if another
-    /// holds it. Returns the new version.
+    /// Takes `env`'s lease for this replica if it is free or expired (at `now_ms`);
+    /// `Ok(None)` if another holds it. Returns the new version.
     pub async fn take_lease(
         &self,
-        region: &str,
-        table: &str,
-        pk: &str,
-        me: &str,
+        t: &LeaseTable,
+        env: &str,
         now_ms: u64,
         ttl_ms: u64,
     ) -> Result<Option<u64>, AwsError> {
-        let c = self.clients(region);
+        let (c, table, me) = (self.clients(&t.region), t.name.as_str(), t.me.as_str());
+        let pk = format!("{LEASE}{env}");
         let res = self
             .call(&c.region, "dynamodb", "UpdateItem", || {
                 c.dynamodb
                     .update_item()
                     .table_name(table)
-                    .key("pk", s(pk))
+                    .key("pk", s(&pk))
                     .update_expression(
                         "SET #o = :me, expires_at_ms = :exp, version = if_not_exists(version, :zero) + :one",
                     )
@@ -141,26 +154,25 @@ impl Aws {
         version_or_lost(res)
     }
 
-    /// Renews `pk` for `me` at `version` (fencing: any other write since makes it fail);
-    /// `Ok(None)` when the lease is no longer `me`'s at that version. Returns the new version.
-    #[allow(clippy::too_many_arguments)]
+    /// Renews `env`'s lease for this replica at `version` (fencing: any other write since
+    /// makes it fail); `Ok(None)` when the lease is no longer this replica's at that version.
+    /// Returns the new version.
     pub async fn renew_lease(
         &self,
-        region: &str,
-        table: &str,
-        pk: &str,
-        me: &str,
+        t: &LeaseTable,
+        env: &str,
         version: u64,
         now_ms: u64,
         ttl_ms: u64,
     ) -> Result<Option<u64>, AwsError> {
-        let c = self.clients(region);
+        let (c, table, me) = (self.clients(&t.region), t.name.as_str(), t.me.as_str());
+        let pk = format!("{LEASE}{env}");
         let res = self
             .call(&c.region, "dynamodb", "UpdateItem", || {
                 c.dynamodb
                     .update_item()
                     .table_name(table)
-                    .key("pk", s(pk))
+                    .key("pk", s(&pk))
                     .update_expression("SET expires_at_ms = :exp, version = version + :one")
                     .condition_expression("#o = :me AND version = :v")
                     .expression_attribute_names("#o", "owner")
@@ -175,22 +187,21 @@ impl Aws {
         version_or_lost(res)
     }
 
-    /// Gives `pk` up if `me` still holds it at `version`.
+    /// Gives `env`'s lease up if this replica still holds it at `version`.
     pub async fn release_lease(
         &self,
-        region: &str,
-        table: &str,
-        pk: &str,
-        me: &str,
+        t: &LeaseTable,
+        env: &str,
         version: u64,
     ) -> Result<(), AwsError> {
-        let c = self.clients(region);
+        let (c, table, me) = (self.clients(&t.region), t.name.as_str(), t.me.as_str());
+        let pk = format!("{LEASE}{env}");
         let res = self
             .call(&c.region, "dynamodb", "DeleteItem", || {
                 c.dynamodb
                     .delete_item()
                     .table_name(table)
-                    .key("pk", s(pk))
+                    .key("pk", s(&pk))
                     .condition_expression("#o = :me AND version = :v")
                     .expression_attribute_names("#o", "owner")
                     .expression_attribute_values(":me", s(me))
@@ -199,22 +210,20 @@ impl Aws {
             })
             .await;
         match res {
-            Ok(_) => Ok(()),
-            Err(e) if e.code.as_deref() == Some("ConditionalCheckFailedException") => Ok(()),
-            Err(e) => Err(e),
+            Err(e) if !condition_failed(&e) => Err(e),
+            _ => Ok(()),
         }
     }
 
-    /// Says `me` is alive until `expires_at_ms` (`replica#<me>`), or, with `None`, that it left.
+    /// Says this replica is alive until `expires_at_ms` (`replica#<me>`), or, with `None`,
+    /// that it left.
     pub async fn heartbeat(
         &self,
-        region: &str,
-        table: &str,
-        me: &str,
+        t: &LeaseTable,
         expires_at_ms: Option<u64>,
     ) -> Result<(), AwsError> {
-        let c = self.clients(region);
-        let pk = format!("replica#{me}");
+        let (c, table, me) = (self.clients(&t.region), t.name.as_str(), t.me.as_str());
+        let pk = format!("{REPLICA}{me}");
         match expires_at_ms {
             Some(exp) => {
                 self.call(&c.region, "dynamodb", "PutItem", || {
@@ -252,7 +261,12 @@ fn version_or_lost(
                 .map(|a| num(a, "version"))
                 .unwrap_or_default(),
         )),
-        Err(e) if e.code.as_deref() == Some("ConditionalCheckFailedException") => Ok(None),
+        Err(e) if condition_failed(&e) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The write's condition did not hold: another replica holds the lease (or took it since).
+fn condition_failed(e: &AwsError) -> bool {
+    e.code.as_deref() == Some("ConditionalCheckFailedException")
 }

@@ -161,19 +161,9 @@ pub async fn promote(
             target.promote_from.as_deref().unwrap_or_default()
         )));
     }
-    let aws = Aws::from_env(Arc::new(Metrics::new())).await;
-    let observer = Observer::new(
-        aws,
-        HealthChecker::new(std::time::Duration::from_secs(5))
-            .map_err(|e| PromoteError::Invalid(format!("cannot build an HTTP client: {e}")))?,
-    );
-    let tags = observer
-        .service_tags(&upstream)
-        .await
-        .map_err(|e| PromoteError::Aws(Box::new(e), from.to_string()))?;
-    let release = Record::from_tags(&tags)
-        .map_err(|e| PromoteError::Invalid(format!("{from}: {e}")))?
-        .and_then(|r| r.last_good)
+    let release = read_record(from, &upstream)
+        .await?
+        .last_good
         .ok_or_else(|| PromoteError::NothingVerified {
             from: from.to_string(),
             cluster: upstream.cluster.clone(),
@@ -196,6 +186,27 @@ pub async fn promote(
         file: to_path,
         commit: Some(commit),
     })
+}
+
+/// An environment's record, read from AWS (its services' tags); an environment with no record
+/// has verified nothing.
+pub(super) async fn read_record(env: &str, desired: &DesiredState) -> Result<Record, PromoteError> {
+    let aws = Aws::from_env(Arc::new(Metrics::new())).await;
+    let observer = Observer::new(
+        aws,
+        HealthChecker::new(std::time::Duration::from_secs(5))
+            .map_err(|e| PromoteError::Invalid(format!("cannot build an HTTP client: {e}")))?,
+    );
+    let tags = observer
+        .service_tags(desired)
+        .await
+        .map_err(|e| PromoteError::Aws(Box::new(e), env.to_string()))?;
+    Record::from_tags(&tags)
+        .map_err(|e| PromoteError::Invalid(format!("{env}: {e}")))?
+        .ok_or_else(|| PromoteError::NothingVerified {
+            from: env.to_string(),
+            cluster: desired.cluster.clone(),
+        })
 }
 
 #[cfg(test)]

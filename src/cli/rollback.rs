@@ -7,13 +7,9 @@
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use super::promote::{PromoteError, commit_release, git, load};
-use crate::aws::Aws;
-use crate::desired::{self, DesiredState, Release};
-use crate::metrics::Metrics;
-use crate::observe::{Observer, health::HealthChecker};
+use super::promote::{PromoteError, commit_release, git, load, read_record};
+use crate::desired::{self, Release};
 use crate::record::Record;
 
 pub struct Rollback {
@@ -23,26 +19,6 @@ pub struct Rollback {
     pub file: PathBuf,
     /// `None` when the file already named `to` (nothing committed).
     pub commit: Option<String>,
-}
-
-/// The environment's record, read from AWS.
-async fn record(env: &str, desired: &DesiredState) -> Result<Record, PromoteError> {
-    let aws = Aws::from_env(Arc::new(Metrics::new())).await;
-    let observer = Observer::new(
-        aws,
-        HealthChecker::new(std::time::Duration::from_secs(5))
-            .map_err(|e| PromoteError::Invalid(format!("cannot build an HTTP client: {e}")))?,
-    );
-    let tags = observer
-        .service_tags(desired)
-        .await
-        .map_err(|e| PromoteError::Aws(Box::new(e), env.to_string()))?;
-    Record::from_tags(&tags)
-        .map_err(|e| PromoteError::Invalid(format!("{env}: {e}")))?
-        .ok_or_else(|| PromoteError::NothingVerified {
-            from: env.to_string(),
-            cluster: desired.cluster.clone(),
-        })
 }
 
 /// The releases the record vouches for: last good first, then the verified list.
@@ -67,7 +43,7 @@ pub async fn rollback(
 ) -> Result<Rollback, PromoteError> {
     let path = repo.join(folder).join(format!("{env}.yaml"));
     let (text, desired) = load(&path)?;
-    let record = record(env, &desired).await?;
+    let record = read_record(env, &desired).await?;
     let known = verified(&record);
     let target = match to {
         Some(s) => Release::parse(s).map_err(|e| PromoteError::Invalid(format!("--to: {e}")))?,
@@ -122,7 +98,7 @@ pub async fn rollback(
 pub async fn history(repo: &Path, folder: &str, env: &str) -> Result<String, PromoteError> {
     let path = repo.join(folder).join(format!("{env}.yaml"));
     let (_, desired) = load(&path)?;
-    let record = record(env, &desired).await?;
+    let record = read_record(env, &desired).await?;
     let known = verified(&record);
     let mut out = String::new();
     let short = |r: Option<&Release>| r.map(Release::short).unwrap_or("-").to_string();

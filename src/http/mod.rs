@@ -239,10 +239,7 @@ async fn github_hook(State(s): State<AppState>, headers: HeaderMap, body: Body) 
 }
 
 async fn page(State(s): State<AppState>) -> Html<String> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = crate::status::unix_ms(std::time::SystemTime::now());
     Html(page::render_page(&s.report(), now_ms))
 }
 

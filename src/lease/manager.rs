@@ -4,17 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{LeaseRow, Step, Timing, decide};
 use crate::aws::Aws;
+use crate::aws::dynamodb::{LEASE, LeaseTable, REPLICA};
 use crate::metrics::Metrics;
-
-const LEASE: &str = "lease#";
-const REPLICA: &str = "replica#";
 
 /// This replica's leases, shared by its environment loops.
 #[derive(Clone)]
@@ -23,9 +21,7 @@ pub struct Leases {
 }
 
 struct Inner {
-    me: String,
-    table: String,
-    region: String,
+    table: LeaseTable,
     timing: Timing,
     aws: Aws,
     metrics: Arc<Metrics>,
@@ -38,7 +34,6 @@ struct State {
     held: BTreeMap<String, Held>,
     /// Environment -> replica holding it, as last read (and changed by this replica since).
     owners: BTreeMap<String, String>,
-    replicas: usize,
 }
 
 struct Held {
@@ -49,26 +44,14 @@ struct Held {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::status::unix_ms(SystemTime::now())
 }
 
 impl Leases {
-    pub fn new(
-        aws: Aws,
-        metrics: Arc<Metrics>,
-        table: &str,
-        region: &str,
-        me: &str,
-        timing: Timing,
-    ) -> Leases {
+    pub fn new(aws: Aws, metrics: Arc<Metrics>, table: LeaseTable, timing: Timing) -> Leases {
         Leases {
             inner: Arc::new(Inner {
-                me: me.to_string(),
-                table: table.to_string(),
-                region: region.to_string(),
+                table,
                 timing,
                 aws,
                 metrics,
@@ -79,7 +62,7 @@ impl Leases {
     }
 
     pub fn me(&self) -> &str {
-        &self.inner.me
+        &self.inner.table.me
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -136,18 +119,13 @@ impl Leases {
         };
         let i = &self.inner;
         for (env, version) in held {
-            let pk = format!("{LEASE}{env}");
-            if let Err(e) = i
-                .aws
-                .release_lease(&i.region, &i.table, &pk, &i.me, version)
-                .await
-            {
+            if let Err(e) = i.aws.release_lease(&i.table, &env, version).await {
                 tracing::warn!(environment = %env, error = %e, "could not give the lease up on shutdown; it expires after its TTL");
             }
             self.gauge(&env, false);
         }
-        let _ = i.aws.heartbeat(&i.region, &i.table, &i.me, None).await;
-        tracing::info!(replica = %i.me, "left the lease table");
+        let _ = i.aws.heartbeat(&i.table, None).await;
+        tracing::info!(replica = %i.table.me, "left the lease table");
     }
 
     fn gauge(&self, env: &str, held: bool) {
@@ -170,21 +148,17 @@ impl Leases {
         let i = &self.inner;
         let ttl_ms = i.timing.ttl.as_millis() as u64;
         let now = now_ms();
-        if let Err(e) = i
-            .aws
-            .heartbeat(&i.region, &i.table, &i.me, Some(now + ttl_ms))
-            .await
-        {
+        if let Err(e) = i.aws.heartbeat(&i.table, Some(now + ttl_ms)).await {
             self.close_all();
-            tracing::warn!(replica = %i.me, error = %e, "lease table unreachable; writes stopped until a renewal succeeds");
+            tracing::warn!(replica = %i.table.me, error = %e, "lease table unreachable; writes stopped until a renewal succeeds");
             self.publish(managed);
             return;
         }
-        let rows = match i.aws.lease_rows(&i.region, &i.table).await {
+        let rows = match i.aws.lease_rows(&i.table).await {
             Ok(r) => r,
             Err(e) => {
                 self.close_all();
-                tracing::warn!(replica = %i.me, error = %e, "lease table unreadable; writes stopped until a renewal succeeds");
+                tracing::warn!(replica = %i.table.me, error = %e, "lease table unreadable; writes stopped until a renewal succeeds");
                 self.publish(managed);
                 return;
             }
@@ -195,7 +169,7 @@ impl Leases {
             .filter(|r| r.expires_at_ms > now)
             .filter_map(|r| r.pk.strip_prefix(REPLICA).map(str::to_string))
             .collect();
-        replicas.insert(i.me.clone());
+        replicas.insert(i.table.me.clone());
         let leases: BTreeMap<String, LeaseRow> = rows
             .iter()
             .filter_map(|r| {
@@ -215,9 +189,8 @@ impl Leases {
             st.held.retain(|env, h| {
                 leases
                     .get(env)
-                    .is_some_and(|l| l.owner == i.me && l.version == h.version)
+                    .is_some_and(|l| l.owner == i.table.me && l.version == h.version)
             });
-            st.replicas = replicas.len();
             st.owners = leases
                 .iter()
                 .filter(|(_, l)| l.expires_at_ms >= now)
@@ -228,7 +201,7 @@ impl Leases {
                 .map(|(e, h)| (e.clone(), h.version))
                 .collect()
         };
-        for step in decide(&i.me, now, managed, &replicas, &leases, &held) {
+        for step in decide(&i.table.me, now, managed, &replicas, &leases, &held) {
             self.step(step, ttl_ms).await;
         }
         self.publish(managed);
@@ -250,10 +223,9 @@ impl Leases {
         match step {
             Step::Renew { env, version } => {
                 let sent = Instant::now();
-                let pk = format!("{LEASE}{env}");
                 match i
                     .aws
-                    .renew_lease(&i.region, &i.table, &pk, &i.me, version, now_ms(), ttl_ms)
+                    .renew_lease(&i.table, &env, version, now_ms(), ttl_ms)
                     .await
                 {
                     Ok(Some(v)) => {
@@ -266,24 +238,19 @@ impl Leases {
                         let mut st = self.state();
                         st.held.remove(&env);
                         st.owners.remove(&env);
-                        tracing::warn!(environment = %env, replica = %i.me, "lease lost (another replica holds it); writes stopped");
+                        tracing::warn!(environment = %env, replica = %i.table.me, "lease lost (another replica holds it); writes stopped");
                     }
                     Err(e) => {
                         if let Some(h) = self.state().held.get_mut(&env) {
                             h.valid_until = h.valid_until.min(Instant::now());
                         }
-                        tracing::warn!(environment = %env, replica = %i.me, error = %e, "lease renewal failed; writes stopped until one succeeds");
+                        tracing::warn!(environment = %env, replica = %i.table.me, error = %e, "lease renewal failed; writes stopped until one succeeds");
                     }
                 }
             }
             Step::Take { env } => {
                 let sent = Instant::now();
-                let pk = format!("{LEASE}{env}");
-                match i
-                    .aws
-                    .take_lease(&i.region, &i.table, &pk, &i.me, now_ms(), ttl_ms)
-                    .await
-                {
+                match i.aws.take_lease(&i.table, &env, now_ms(), ttl_ms).await {
                     Ok(Some(v)) => {
                         let mut st = self.state();
                         st.held.insert(
@@ -293,8 +260,8 @@ impl Leases {
                                 valid_until: valid(sent),
                             },
                         );
-                        st.owners.insert(env.clone(), i.me.clone());
-                        tracing::info!(environment = %env, replica = %i.me, version = v, "lease taken");
+                        st.owners.insert(env.clone(), i.table.me.clone());
+                        tracing::info!(environment = %env, replica = %i.table.me, version = v, "lease taken");
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -309,14 +276,9 @@ impl Leases {
                     st.held.remove(&env);
                     st.owners.remove(&env);
                 }
-                let pk = format!("{LEASE}{env}");
-                match i
-                    .aws
-                    .release_lease(&i.region, &i.table, &pk, &i.me, version)
-                    .await
-                {
+                match i.aws.release_lease(&i.table, &env, version).await {
                     Ok(()) => {
-                        tracing::info!(environment = %env, replica = %i.me, "lease given up (above this replica's share)");
+                        tracing::info!(environment = %env, replica = %i.table.me, "lease given up (above this replica's share)");
                     }
                     Err(e) => {
                         tracing::warn!(environment = %env, error = %e, "could not give a lease up; it expires after its TTL");
