@@ -79,16 +79,7 @@ fn run(seed: u64) -> Outcome {
             if bad { "bad release" } else { "good release" }
         )
     };
-    let w = rt.block_on(async {
-        let w = World::new().await;
-        w.cluster("c").await;
-        w.service("c", "web", "web", &sha(1), false).await;
-        for n in 1..=3 {
-            w.image("web", &sha(n)).await;
-        }
-        w.alarm("web-5xx").await;
-        w
-    });
+    let w = rt.block_on(World::with_web(&["c"]));
     let td1 = rt.block_on(w.current_td("c", "web"));
     w.commit("prod", &prod(&sha(1)));
     let d = w.start(&[]);

@@ -32,20 +32,9 @@ async fn queue(w: &World) -> String {
     url
 }
 
-async fn prod_world() -> World {
-    let w = World::new().await;
-    w.cluster("c").await;
-    w.service("c", "web", "web", &sha(1), false).await;
-    for n in 1..=3 {
-        w.image("web", &sha(n)).await;
-    }
-    w.alarm("web-5xx").await;
-    w
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alarm_event_wakes_the_baking_environment_and_its_rollback_follows() {
-    let w = prod_world().await;
+    let w = World::with_web(&["c"]).await;
     let url = queue(&w).await;
     w.commit("prod", &support::scenario::prod(&sha(1), "1s"));
     let d = w.start(&["--events-queue", &url, "--interval", "10s"]);
@@ -93,7 +82,7 @@ async fn an_alarm_event_wakes_the_baking_environment_and_its_rollback_follows() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_queue_that_cannot_be_read_leaves_polling_in_charge() {
-    let w = prod_world().await;
+    let w = World::with_web(&["c"]).await;
     let missing = format!("{}/123456789012/no-such-queue", w.sim.url);
     w.commit("prod", &support::scenario::prod(&sha(1), "1s"));
     let d = w.start(&["--events-queue", &missing]);

@@ -271,13 +271,7 @@ async fn webhooks_are_refused_when_no_secret_is_configured() {
 /// sha(1..=3) and the alarm `web-5xx`.
 async fn prod_world() -> (GitHubMock, World) {
     let mock = GitHubMock::start();
-    let w = World::new().await;
-    w.cluster("prod").await;
-    w.service("prod", "web", "web", &sha(1), false).await;
-    for n in 1..=3 {
-        w.image("web", &sha(n)).await;
-    }
-    w.alarm("web-5xx").await;
+    let w = World::with_web(&["prod"]).await;
     (mock, w)
 }
 
@@ -324,15 +318,7 @@ fn statuses(mock: &GitHubMock) -> Vec<(String, String, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn deployment_statuses_follow_what_really_happened_and_the_tag_is_made_once() {
     let mock = GitHubMock::start();
-    let w = World::new().await;
-    for c in ["staging", "prod"] {
-        w.cluster(c).await;
-        w.service(c, "web", "web", &sha(1), false).await;
-    }
-    for n in 1..=3 {
-        w.image("web", &sha(n)).await;
-    }
-    w.alarm("web-5xx").await;
+    let w = World::with_web(&["staging", "prod"]).await;
     w.commit("staging", &prod("staging", "staging", &sha(1), "1s"));
     w.commit("prod", &prod("prod", "prod", &sha(1), "1s"));
     let dir = tempfile::tempdir().unwrap();

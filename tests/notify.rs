@@ -32,13 +32,7 @@ async fn each_target_hears_the_transitions_it_asked_for_in_order_and_a_hanging_o
     std::fs::write(&slack, format!("{}{secret_path}\n", sink.url)).unwrap();
     std::fs::write(&json, format!("{}/hooks/json\n", sink.url)).unwrap();
     let (slack, json) = (slack.display().to_string(), json.display().to_string());
-    let w = World::new().await;
-    w.cluster("c").await;
-    w.service("c", "web", "web", &sha(1), false).await;
-    for n in 1..=3 {
-        w.image("web", &sha(n)).await;
-    }
-    w.alarm("web-5xx").await;
+    let w = World::with_web(&["c"]).await;
     w.commit("prod", &prod(&sha(1), "1s", &slack, &json));
     let d = w.start(&[]);
     d.wait_phase("prod", "InSync", T);

@@ -350,15 +350,7 @@ fn bake_width(dom: &str) -> u32 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_page_shows_the_pipeline_a_bake_bar_that_moves_and_a_timeline_with_the_rollback() {
-    let w = World::new().await;
-    for c in ["staging", "prod"] {
-        w.cluster(c).await;
-        w.service(c, "web", "web", &sha(1), false).await;
-    }
-    for n in 1..=3 {
-        w.image("web", &sha(n)).await;
-    }
-    w.alarm("web-5xx").await;
+    let w = World::with_web(&["staging", "prod"]).await;
     let file = |env: &str, release: &str, extra: &str, bake: &str| {
         World::yaml(
             env,

@@ -20,13 +20,7 @@ pub fn prod(release: &str, bake: &str) -> String {
 
 /// prod deploys sha(2) and verifies it, then sha(3) is rolled back on its alarm.
 pub async fn rolled_back(extra: &[&str]) -> (World, Daemon) {
-    let w = World::new().await;
-    w.cluster("c").await;
-    w.service("c", "web", "web", &sha(1), false).await;
-    for n in 1..=3 {
-        w.image("web", &sha(n)).await;
-    }
-    w.alarm("web-5xx").await;
+    let w = World::with_web(&["c"]).await;
     w.commit("prod", &prod(&sha(1), "1s"));
     let d = w.start(extra);
     d.wait_phase("prod", "InSync", T);

@@ -49,6 +49,21 @@ impl World {
         }
     }
 
+    /// The usual world: in each of `clusters` a service `web` steady on sha(1), images
+    /// sha(1..=3) of repository `web`, and the alarm `web-5xx` (OK).
+    pub async fn with_web(clusters: &[&str]) -> World {
+        let w = World::new().await;
+        for c in clusters {
+            w.cluster(c).await;
+            w.service(c, "web", "web", &sha(1), false).await;
+        }
+        for n in 1..=3 {
+            w.image("web", &sha(n)).await;
+        }
+        w.alarm("web-5xx").await;
+        w
+    }
+
     pub async fn cluster(&self, name: &str) {
         self.ecs
             .create_cluster()
