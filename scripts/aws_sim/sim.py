@@ -37,6 +37,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 
 import cbor2
 from moto.ecs.models import ecs_backends
@@ -103,6 +104,10 @@ class State:
             self.deployments = {}  # deployment id -> {"start": monotonic, "running": n}
             self.stable_td = {}  # service arn -> task definition arn of last completed deployment
             self.regions = set()  # (account, region) pairs ECS was called in
+            # Services whose deployments or tasks may still change (service arn -> (account,
+            # region, service)): every ECS call brings only these up to date, so a settled
+            # fleet of thousands of services costs nothing per call.
+            self.moving = {}
             # Roles STS lets be assumed (role ARN -> required external id or None); with none
             # registered, any role may be assumed (moto's own behaviour).
             self.roles = {}
@@ -348,12 +353,45 @@ def sources_of(service):
 
 def advance_all():
     now = time.monotonic()
-    for account, region in list(STATE.regions):
+    for arn, (account, region, service) in list(STATE.moving.items()):
         backend = ecs_backends[account][region]
-        for service in list(backend.services.values()):
-            if service.status == "ACTIVE":
-                advance(backend, service, now)
-                STATE.tasks.sync_service(backend, region, service)
+        if service.status == "ACTIVE":
+            advance(backend, service, now)
+            STATE.tasks.sync_service(backend, region, service)
+        if service.status != "ACTIVE" or settled(service):
+            del STATE.moving[arn]
+
+
+def settled(service):
+    """One completed deployment, its tasks in place and no service deployment in flight: later
+    calls would change nothing until the service is written to again."""
+    deps = service.deployments
+    return (len(deps) <= 1 and (not deps or deps[0]["rolloutState"] == "COMPLETED")
+            and SDS.in_flight(service) is None)
+
+
+def moving(account, region, service):
+    STATE.moving[service.arn] = (account, region, service)
+
+
+def bulk_services(req):
+    """Creates many services at once, each with its own task definition family, as a team's
+    CreateService calls would, without a request per service (benchmarks at scale)."""
+    region, cluster = req["region"], req["cluster"]
+    names = [f"{req.get('prefix', 'svc')}{i:03d}" for i in range(int(req["count"]))]
+    desired = int(req.get("desired", 1))
+    STATE.regions.add((ACCOUNT, region))
+    backend = ecs_backends[ACCOUNT][region]
+    if cluster not in backend.clusters:
+        backend.create_cluster(cluster)
+    for name in names:
+        td = backend.register_task_definition(
+            f"{cluster}-{name}", [{"name": "app", "image": req["image"], "essential": True}],
+            cpu="256", memory="512")
+        backend.create_service(cluster, name, desired, td.arn)
+        ecs_after(ACCOUNT, region, "CreateService", {"cluster": cluster, "serviceName": name,
+                                                     "taskDefinition": td.arn}, 200)
+    return {"cluster": cluster, "services": names}
 
 
 def with_current_deployment(out):
@@ -393,10 +431,12 @@ def ecs_after(account, region, op, body, status):
         td = backend.describe_task_definition(body["taskDefinition"]).arn
         start_deployment(service, td)
         SDS.begin(region, service, td, [], rollout_seconds(backend, td))
+        moving(account, region, service)
     elif op == "UpdateService":
         backend, service = service_of(account, region, body)
         if service is None:
             return
+        moving(account, region, service)
         if body.get("taskDefinition"):
             # moto stores the string as given ("family:2"); ECS always reports the ARN.
             td = backend.describe_task_definition(body["taskDefinition"]).arn
@@ -735,6 +775,9 @@ class App:
             return SDS.describe_service_deployments(backend, region, req, services)
         if op == "DescribeServiceRevisions":
             return SDS.describe_service_revisions(backend, region, req)
+        rec = SDS.records.get(req.get("serviceDeploymentArn"))
+        if rec is not None and rec["serviceArn"] in services:
+            moving(account, region, services[rec["serviceArn"]])
         if op == "StopServiceDeployment":
             out = SDS.stop_service_deployment(sys.modules[__name__], backend, region, req, services)
             advance_all()
@@ -796,6 +839,8 @@ class App:
             req = json.loads(raw) if raw else {}
         except ValueError:
             return respond(start_response, 400, b'{"error":"body must be JSON"}')
+        if method == "GET":
+            req = dict(urllib.parse.parse_qsl(environ.get("QUERY_STRING", "")))
         try:
             out = self.control_op(method, what, req)
         except (KeyError, ValueError, TypeError) as exc:
@@ -884,9 +929,13 @@ class App:
                 return SDS.dump()
             if what == "service-deployments/rollback" and method == "POST":
                 return SDS.add_rule(req)
+            if what == "services" and method == "POST":
+                return bulk_services(req)
             if what == "calls/log":
+                since = float(req.get("since", 0))
                 return [{"at": t, "operation": op, "fault": f, "access_key": k, "cluster": c}
-                        for t, op, f, k, c in STATE.call_log]
+                        for t, op, f, k, c in STATE.call_log
+                        if t >= since and req.get("operation", op) == op and req.get("cluster", c) == c]
         return None
 
 

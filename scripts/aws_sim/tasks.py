@@ -36,6 +36,7 @@ class Tasks:
         self.tasks = {}  # task arn -> task dict (internal fields start with "_")
         self.rules = []  # newest first
         self.synced = {}  # deployment id -> (running tasks, failed tasks) already materialised
+        self.by_service = {}  # (cluster arn, "service:NAME") -> that service's tasks
 
     # ---- behaviour rules ------------------------------------------------------------------
 
@@ -158,9 +159,11 @@ class Tasks:
         """Makes the service's tasks match its deployments' counts (called after `advance`)."""
         now = time.time()
         cluster = service.cluster_arn
+        group = f"service:{service.name}"
+        own = self.by_service.setdefault((cluster, group), [])
         live = {d["id"] for d in service.deployments}
         for dep in service.deployments:
-            mine = [t for t in self.tasks.values() if t.get("startedBy") == dep["id"]]
+            mine = [t for t in own if t.get("startedBy") == dep["id"]]
             running = [t for t in mine if t["lastStatus"] == "RUNNING"]
             failed = [t for t in mine if t.get("stopCode") == "EssentialContainerExited"]
             try:
@@ -168,21 +171,20 @@ class Tasks:
             except Exception:
                 continue
             for _ in range(max(dep["runningCount"] - len(running), 0)):
-                t = self._new_task(region, cluster, td, dep["id"], f"service:{service.name}",
-                                   dep.get("launchType") or "FARGATE")
+                t = self._new_task(region, cluster, td, dep["id"], group, dep.get("launchType") or "FARGATE")
                 t.update(lastStatus="RUNNING", startedAt=now, _rule={"hang": True}, _service=True)
+                own.append(t)
             for t in running[dep["runningCount"]:]:
                 self._stop(t, now, "ServiceSchedulerInitiated",
                            f"Scaling activity initiated by (deployment {dep['id']})", 0)
             for _ in range(max(dep.get("failedTasks", 0) - len(failed), 0)):
-                t = self._new_task(region, cluster, td, dep["id"], f"service:{service.name}",
-                                   dep.get("launchType") or "FARGATE")
+                t = self._new_task(region, cluster, td, dep["id"], group, dep.get("launchType") or "FARGATE")
                 t.update(startedAt=now, _service=True)
                 self._stop(t, now, "EssentialContainerExited", "Essential container in task exited", 1)
+                own.append(t)
         # Deployments that are gone have no running tasks left.
-        for t in list(self.tasks.values()):
-            if (t.get("_service") and t["group"] == f"service:{service.name}" and t["clusterArn"] == cluster
-                    and t["lastStatus"] == "RUNNING" and t.get("startedBy") not in live):
+        for t in own:
+            if t["lastStatus"] == "RUNNING" and t.get("startedBy") not in live:
                 self._stop(t, now, "ServiceSchedulerInitiated", "Task stopped by the service scheduler", 0)
 
     # ---- internals ------------------------------------------------------------------------
