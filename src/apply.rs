@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use futures_util::stream::{self, StreamExt};
+
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, LaunchType,
     NetworkConfiguration, Tag,
@@ -103,125 +105,196 @@ pub async fn apply(
         .await;
     let region = desired.region.as_str();
     let mut done = Applied::default();
+    // An urgent pass (rolling back, or woken by an alarm) writes side by side what concerns one
+    // service each; an ordinary pass one call at a time, so environments take turns in the API
+    // budget. The record is always written in full before any action.
+    let parallel = if crate::aws::budget::is_urgent() {
+        URGENT_PARALLEL
+    } else {
+        1
+    };
     if plan.persist {
+        let mut writes: Vec<BoxFuture<'_, Result<usize, ApplyError>>> = Vec::new();
         for (name, s) in &obs.services {
             if desired.services.contains_key(name) {
-                fence()?;
-                done.writes +=
-                    write_record(aws, region, &s.arn, &s.tags, &plan.record.tags_for(name)).await?;
+                let fence = &fence;
+                writes.push(Box::pin(async move {
+                    fence()?;
+                    Ok(
+                        write_record(aws, region, &s.arn, &s.tags, &plan.record.tags_for(name))
+                            .await?,
+                    )
+                }));
             }
         }
+        let mut writes = stream::iter(writes).buffer_unordered(parallel);
+        while let Some(w) = writes.next().await {
+            done.writes += w?;
+        }
     }
-    for action in &plan.actions {
-        fence()?;
-        match action {
-            Action::Update {
-                service,
-                task_definition,
-                ..
-            } => {
-                aws.update_service(region, &desired.cluster, service, task_definition)
-                    .await?;
-                done.writes += 1;
-            }
-            Action::Deploy {
-                service,
-                base_task_definition,
-                container,
-                image,
-                release,
-            } => {
-                let (td, registered) = ensure_revision(
-                    aws,
-                    region,
-                    service,
-                    base_task_definition,
-                    container.as_deref(),
-                    image,
-                    release,
-                )
-                .await?;
-                done.writes += usize::from(registered);
-                aws.update_service(region, &desired.cluster, service, &td)
-                    .await?;
-                done.writes += 1;
-                if let Some(s) = obs.services.get(service) {
-                    let before = plan.record.tags_for(service);
-                    let after = plan.record.with_target(service, &td).tags_for(service);
-                    done.writes += write_record(aws, region, &s.arn, &before, &after).await?;
-                }
-                done.targets.insert(service.clone(), td);
-            }
-            Action::RunTask {
-                service,
-                base_task_definition,
-                image_container,
-                image,
-                release,
-                container,
-                command,
-                started_by,
-                settings,
-                ..
-            } => {
-                // The release's revision, registered as the deploy does (so it is reused).
-                let (td, registered) = ensure_revision(
-                    aws,
-                    region,
-                    service,
-                    base_task_definition,
-                    image_container.as_deref(),
-                    image,
-                    release,
-                )
-                .await?;
-                done.writes += usize::from(registered);
-                let revision = aws.task_definition(region, &td).await?;
-                let defs = revision.td.container_definitions();
-                let i = container_index(defs, container.as_deref(), service, &td)?;
-                let name = defs[i].name().unwrap_or_default().to_string();
-                let req = RunTaskRequest {
-                    cluster: &desired.cluster,
-                    task_definition: &td,
-                    container: &name,
-                    command,
-                    started_by,
-                    network: network(settings),
-                    launch_type: settings.launch_type.as_deref().map(LaunchType::from),
-                    capacity_providers: settings
-                        .capacity_providers
-                        .iter()
-                        .filter_map(|(name, weight, base)| {
-                            CapacityProviderStrategyItem::builder()
-                                .capacity_provider(name)
-                                .weight(*weight)
-                                .base(*base)
-                                .build()
-                                .ok()
-                        })
-                        .collect(),
-                    platform_version: settings.platform_version.clone(),
-                };
-                aws.run_task(region, &req).await?;
-                done.writes += 1;
-            }
-            Action::StopDeployment {
-                service_deployment, ..
-            } => {
-                aws.stop_service_deployment(region, service_deployment)
-                    .await?;
-                done.writes += 1;
-            }
-            Action::StopTask {
-                task_arn, reason, ..
-            } => {
-                aws.stop_task(region, &desired.cluster, task_arn, reason)
-                    .await?;
-                done.writes += 1;
+    let mut rest = plan.actions.as_slice();
+    while !rest.is_empty() {
+        let n = if per_service(&rest[0]) {
+            rest.iter().take_while(|a| per_service(a)).count()
+        } else {
+            1
+        };
+        let (batch, after) = rest.split_at(n);
+        rest = after;
+        let mut acts: Vec<BoxFuture<'_, Result<Acted, ApplyError>>> = Vec::new();
+        for action in batch {
+            let fence = &fence;
+            acts.push(Box::pin(async move {
+                fence()?;
+                act(aws, desired, obs, plan, action).await
+            }));
+        }
+        let mut acts = stream::iter(acts).buffer_unordered(parallel);
+        while let Some(a) = acts.next().await {
+            let (writes, target) = a?;
+            done.writes += writes;
+            if let Some((service, td)) = target {
+                done.targets.insert(service, td);
             }
         }
     }
     Ok(done)
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The write calls an action made, and the (service, revision) a Deploy now targets.
+type Acted = (usize, Option<(String, String)>);
+
+/// Writes in flight at once in an urgent pass.
+const URGENT_PARALLEL: usize = 10;
+
+/// Actions that touch one service each and may run side by side (hooks' tasks keep their order).
+fn per_service(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::Update { .. } | Action::Deploy { .. } | Action::StopDeployment { .. }
+    )
+}
+
+/// Carries out one action: the write calls it made, and the revision a Deploy now targets.
+async fn act(
+    aws: &Aws,
+    desired: &DesiredState,
+    obs: &Observed,
+    plan: &Plan,
+    action: &Action,
+) -> Result<Acted, ApplyError> {
+    let region = desired.region.as_str();
+    let mut writes = 0;
+    let mut target = None;
+    match action {
+        Action::Update {
+            service,
+            task_definition,
+            ..
+        } => {
+            aws.update_service(region, &desired.cluster, service, task_definition)
+                .await?;
+            writes += 1;
+        }
+        Action::Deploy {
+            service,
+            base_task_definition,
+            container,
+            image,
+            release,
+        } => {
+            let (td, registered) = ensure_revision(
+                aws,
+                region,
+                service,
+                base_task_definition,
+                container.as_deref(),
+                image,
+                release,
+            )
+            .await?;
+            writes += usize::from(registered);
+            aws.update_service(region, &desired.cluster, service, &td)
+                .await?;
+            writes += 1;
+            if let Some(s) = obs.services.get(service) {
+                let before = plan.record.tags_for(service);
+                let after = plan.record.with_target(service, &td).tags_for(service);
+                writes += write_record(aws, region, &s.arn, &before, &after).await?;
+            }
+            target = Some((service.clone(), td));
+        }
+        Action::RunTask {
+            service,
+            base_task_definition,
+            image_container,
+            image,
+            release,
+            container,
+            command,
+            started_by,
+            settings,
+            ..
+        } => {
+            // The release's revision, registered as the deploy does (so it is reused).
+            let (td, registered) = ensure_revision(
+                aws,
+                region,
+                service,
+                base_task_definition,
+                image_container.as_deref(),
+                image,
+                release,
+            )
+            .await?;
+            writes += usize::from(registered);
+            let revision = aws.task_definition(region, &td).await?;
+            let defs = revision.td.container_definitions();
+            let i = container_index(defs, container.as_deref(), service, &td)?;
+            let name = defs[i].name().unwrap_or_default().to_string();
+            let req = RunTaskRequest {
+                cluster: &desired.cluster,
+                task_definition: &td,
+                container: &name,
+                command,
+                started_by,
+                network: network(settings),
+                launch_type: settings.launch_type.as_deref().map(LaunchType::from),
+                capacity_providers: settings
+                    .capacity_providers
+                    .iter()
+                    .filter_map(|(name, weight, base)| {
+                        CapacityProviderStrategyItem::builder()
+                            .capacity_provider(name)
+                            .weight(*weight)
+                            .base(*base)
+                            .build()
+                            .ok()
+                    })
+                    .collect(),
+                platform_version: settings.platform_version.clone(),
+            };
+            aws.run_task(region, &req).await?;
+            writes += 1;
+        }
+        Action::StopDeployment {
+            service_deployment, ..
+        } => {
+            aws.stop_service_deployment(region, service_deployment)
+                .await?;
+            writes += 1;
+        }
+        Action::StopTask {
+            task_arn, reason, ..
+        } => {
+            aws.stop_task(region, &desired.cluster, task_arn, reason)
+                .await?;
+            writes += 1;
+        }
+    }
+    Ok((writes, target))
 }
 
 /// The service's awsvpc settings, as RunTask takes them.

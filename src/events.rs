@@ -29,9 +29,16 @@ pub const IN_FLIGHT_WITH_EVENTS: Duration = Duration::from_secs(10);
 /// Re-reading an environment in sync while the queue is healthy.
 pub const IN_SYNC_WITH_EVENTS: Duration = Duration::from_secs(300);
 
-/// One wake-up per environment (a permit is kept if the loop is busy, so none is lost).
+/// One wake-up per environment (a permit is kept if the loop is busy, so none is lost), and
+/// whether the pass it wakes is urgent (an alarm changed: its AWS calls go first in the budget).
 #[derive(Clone, Default)]
-pub struct Wakers(Arc<Mutex<HashMap<String, Arc<Notify>>>>);
+pub struct Wakers(Arc<Mutex<HashMap<String, Waker>>>);
+
+#[derive(Default)]
+struct Waker {
+    notify: Arc<Notify>,
+    urgent: bool,
+}
 
 impl Wakers {
     pub fn get(&self, env: &str) -> Arc<Notify> {
@@ -40,11 +47,22 @@ impl Wakers {
             .unwrap_or_else(|p| p.into_inner())
             .entry(env.to_string())
             .or_default()
+            .notify
             .clone()
     }
 
-    pub fn wake(&self, env: &str) {
-        self.get(env).notify_one();
+    pub fn wake(&self, env: &str, urgent: bool) {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let w = all.entry(env.to_string()).or_default();
+        w.urgent |= urgent;
+        w.notify.notify_one();
+    }
+
+    /// Whether an urgent wake-up came since the last call (and forgets it).
+    pub fn take_urgent(&self, env: &str) -> bool {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all.get_mut(env)
+            .is_some_and(|w| std::mem::take(&mut w.urgent))
     }
 }
 
@@ -212,7 +230,8 @@ pub async fn run(
                         .inc();
                     for env in envs {
                         tracing::debug!(environment = %env, kind, "event: waking the environment");
-                        wakers.wake(&env);
+                        // An alarm may stop a release: that pass goes first in the API budget.
+                        wakers.wake(&env, kind == "alarm");
                     }
                 }
                 let receipts: Vec<String> = messages.into_iter().map(|m| m.receipt).collect();

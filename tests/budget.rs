@@ -76,3 +76,106 @@ async fn the_daemon_keeps_to_its_api_budget_and_a_small_environment_is_not_starv
         "some calls waited for the budget: {m}"
     );
 }
+
+/// Safety goes first: while one environment's rollout fills the budget, another's rollback is
+/// not queued behind it. Its writes (the record on every service, then an UpdateService each)
+/// are urgent: they go out at once, side by side, with almost none of the busy environment's
+/// calls between them; taken one at a time in turn they would alternate with its calls.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_is_not_queued_behind_a_busy_environment() {
+    let w = World::new().await;
+    w.cluster("busy").await;
+    w.cluster("small").await;
+    let names: Vec<String> = (0..20).map(|i| format!("svc{i:02}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let small = ["a", "b", "c", "d", "e"];
+    w.services("busy", &refs, "web", &sha(1)).await;
+    w.services("small", &small, "web", &sha(1)).await;
+    w.image("web", &sha(1)).await;
+    w.image("web", &sha(2)).await;
+    w.alarm("busy-5xx").await;
+    w.alarm("small-5xx").await;
+    let busy: Vec<(&str, &str)> = refs.iter().map(|n| (*n, "web")).collect();
+    let small_services: Vec<(&str, &str)> = small.iter().map(|n| (*n, "web")).collect();
+    let verify =
+        |alarm: &str, bake: &str| format!("verify:\n  alarms: [{alarm}]\n  bake: {bake}\n");
+    w.commit(
+        "busy",
+        &World::yaml("busy", "busy", &sha(1), &busy, &verify("busy-5xx", "1s")),
+    );
+    w.commit(
+        "small",
+        &World::yaml(
+            "small",
+            "small",
+            &sha(1),
+            &small_services,
+            &verify("small-5xx", "1s"),
+        ),
+    );
+    let d = w.start(&["--aws-max-rps", "2"]);
+    d.wait_phase("busy", "InSync", T);
+    d.wait_phase("small", "InSync", T);
+    w.commit(
+        "small",
+        &World::yaml(
+            "small",
+            "small",
+            &sha(2),
+            &small_services,
+            &verify("small-5xx", "10m"),
+        ),
+    );
+    d.wait_phase("small", "Baking", T);
+    // The busy environment starts a rollout: ~100 calls at 2 a second.
+    w.commit(
+        "busy",
+        &World::yaml("busy", "busy", &sha(2), &busy, &verify("busy-5xx", "1s")),
+    );
+    let calls = || -> Vec<Value> {
+        serde_json::from_str(&w.sim.control("GET", "calls/log", None)).unwrap()
+    };
+    let write = |c: &Value, cluster: &str| {
+        c["cluster"] == cluster
+            && matches!(
+                c["operation"].as_str(),
+                Some("ecs:TagResource" | "ecs:UpdateService" | "ecs:RegisterTaskDefinition")
+            )
+    };
+    wait_for(T, "the busy environment writing", || {
+        (calls().iter().filter(|c| write(c, "busy")).count() >= 5).then_some(())
+    });
+    w.set_alarm("small-5xx", "ALARM").await;
+    d.wait_phase("small", "Rejected", T);
+    let log = calls();
+    // The rollback: small's writes after the alarm was set, up to its last UpdateService.
+    let alarm = log
+        .iter()
+        .rposition(|c| c["operation"] == "cloudwatch:SetAlarmState")
+        .expect("the alarm in the call log");
+    let first = alarm
+        + log[alarm..]
+            .iter()
+            .position(|c| write(c, "small"))
+            .expect("the rollback's writes");
+    let last = log
+        .iter()
+        .rposition(|c| c["cluster"] == "small" && c["operation"] == "ecs:UpdateService")
+        .expect("the rollback's UpdateService calls");
+    let rollback_writes = log[first..=last]
+        .iter()
+        .filter(|c| write(c, "small"))
+        .count();
+    let between = log[first..=last]
+        .iter()
+        .filter(|c| write(c, "busy"))
+        .count();
+    assert!(
+        rollback_writes >= 10,
+        "record on 5 services and 5 updates: {rollback_writes}"
+    );
+    assert!(
+        between <= 2,
+        "{between} of the busy environment's writes came between the rollback's {rollback_writes} (queued in turn they alternate)"
+    );
+}

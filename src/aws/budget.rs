@@ -9,12 +9,36 @@
 //! so arrival order is round robin over the environments waiting: a busy environment (many
 //! services, a rollout) cannot starve another, each waits at most one token per environment
 //! ahead of it.
+//!
+//! Safety goes first: the calls of a pass that may stop a release (woken by an alarm's event,
+//! or rolling back) are urgent. An urgent call never waits: it takes its token at once, and
+//! the debt it leaves makes the next ordinary callers wait longer, so the sustained rate holds
+//! and only the moment's burst grows, by the rollback's few calls. Without this an alarm in one
+//! environment would wait behind one call of every other busy environment.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+tokio::task_local! {
+    static URGENT: bool;
+}
+
+/// Runs `f` with its AWS calls urgent (when `urgent`) or as they would be.
+pub async fn urgent_if<F: std::future::Future>(urgent: bool, f: F) -> F::Output {
+    if urgent {
+        URGENT.scope(true, f).await
+    } else {
+        f.await
+    }
+}
+
+/// Whether the calling task runs urgent (inside `urgent_if(true, ..)`).
+pub fn is_urgent() -> bool {
+    URGENT.try_with(|u| *u).unwrap_or(false)
+}
 
 /// Default sustained rate per (account, region, service).
 pub const DEFAULT_MAX_RPS: f64 = 10.0;
@@ -50,8 +74,8 @@ impl Budget {
         self.rate
     }
 
-    /// How long the caller must wait for its token (reserving it now).
-    fn reserve(&self, key: &str, now: Instant) -> Duration {
+    /// How long the caller must wait for its token (reserving it now); zero when `urgent`.
+    fn reserve(&self, key: &str, now: Instant, urgent: bool) -> Duration {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let b = buckets.entry(key.to_string()).or_insert(Bucket {
             tokens: self.burst,
@@ -61,16 +85,17 @@ impl Budget {
         b.tokens = (b.tokens + refill).min(self.burst);
         b.at = now;
         b.tokens -= 1.0;
-        if b.tokens >= 0.0 {
+        if urgent || b.tokens >= 0.0 {
             Duration::ZERO
         } else {
             Duration::from_secs_f64(-b.tokens / self.rate)
         }
     }
 
-    /// Takes a token for `key`, sleeping until one is due; returns how long it waited.
+    /// Takes a token for `key`, sleeping until one is due (unless the calling task runs
+    /// `urgent`); returns how long it waited.
     pub async fn take(&self, key: &str) -> Duration {
-        let wait = self.reserve(key, Instant::now());
+        let wait = self.reserve(key, Instant::now(), is_urgent());
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -121,5 +146,32 @@ mod tests {
         let waited = b.take("base/r/ecs").await;
         assert!(waited <= Duration::from_millis(1000), "{waited:?}");
         busy.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_urgent_call_goes_first_and_its_token_is_still_counted() {
+        let b = Arc::new(Budget::new(1.0));
+        // 50 busy environments, each with a call waiting its turn.
+        let busy: Vec<_> = (0..50)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.take("base/r/ecs").await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        // An ordinary call now waits behind all of them ...
+        assert!(b.reserve("base/r/ecs", Instant::now(), false) >= Duration::from_secs(25));
+        // ... an urgent one (a rollback) does not wait at all,
+        let start = Instant::now();
+        assert_eq!(urgent_if(true, b.take("base/r/ecs")).await, Duration::ZERO);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // and the next ordinary caller pays for both, so the sustained rate holds.
+        let next = b.reserve("base/r/ecs", Instant::now(), false);
+        assert!(next >= Duration::from_secs(27), "{next:?}");
+        // Outside the scope calls are ordinary again.
+        assert!(urgent_if(false, b.take("base/r/ecs")).await >= Duration::from_secs(28));
+        for t in busy {
+            t.abort();
+        }
     }
 }

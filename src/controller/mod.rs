@@ -299,8 +299,12 @@ async fn environment_loop(
                 if seen.as_ref().map(|s| &s.0) != Some(&desired.release) {
                     seen = Some((desired.release.clone(), Instant::now()));
                 }
-                let result =
-                    pass::reconcile_once(&shared, desired, upstream, revision, &mut reported).await;
+                let urgent = shared.wakers.take_urgent(&env);
+                let result = crate::aws::budget::urgent_if(
+                    urgent,
+                    pass::reconcile_once(&shared, desired, upstream, revision, &mut reported),
+                )
+                .await;
                 timer.observe_duration();
                 match result {
                     Ok(plan) => {

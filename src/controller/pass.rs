@@ -57,10 +57,12 @@ pub async fn reconcile_once(
         *reported == Some(PhaseKind::Suspended) && !desired.suspend,
     )
     .await?;
-    let applied = shared
-        .apply
-        .apply(desired, &pass.observed, &pass.plan)
-        .await?;
+    // A rollback's writes go first in the API budget (see aws::budget).
+    let applied = crate::aws::budget::urgent_if(
+        pass.plan.phase() == PhaseKind::RollingBack,
+        shared.apply.apply(desired, &pass.observed, &pass.plan),
+    )
+    .await?;
     if applied.writes > 0 {
         tracing::debug!(writes = applied.writes, "applied");
     }
