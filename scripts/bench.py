@@ -27,11 +27,11 @@ def sha(n):
     return f"{n:02x}" * 20
 
 
-def yaml(env, cluster, release, services, bake="1s", extra=""):
+def yaml(env, cluster, release, services, bake="1s", extra="", alarm="app-5xx", rollout_timeout="30s"):
     s = f"environment: {env}\nregion: {REGION}\ncluster: {cluster}\nrelease: {release}\nservices:\n"
     for name in services:
         s += f"  {name}:\n    repository: app\n    container: app\n"
-    s += f"verify:\n  alarms: [app-5xx]\n  bake: {bake}\n  rollout_timeout: 30s\n{extra}"
+    s += f"verify:\n  alarms: [{alarm}]\n  bake: {bake}\n  rollout_timeout: {rollout_timeout}\n{extra}"
     return s
 
 
@@ -344,26 +344,42 @@ def bench_replicas(tmp, n, ttl_s):
 
 def main():
     ap = argparse.ArgumentParser(description="ecs-gitops benchmarks")
-    ap.add_argument("what", nargs="?", default="all", choices=["all", "reaction", "replicas"],
-                    help="all: reaction and steady-state benchmarks; reaction: alarm -> rollback with and "
-                         "without the events queue; replicas: several replicas with leases")
+    ap.add_argument("what", nargs="?", default="basics", choices=["basics", "all", "reaction", "replicas", "scale"],
+                    help="basics: commit and alarm reaction, steady state; reaction: alarm -> rollback with and "
+                         "without the events queue; replicas: several replicas with leases; scale: idle cost, "
+                         "calls in sync with and without the queue, 10,000 services; all: every one of them "
+                         "(scripts/bench all adds peers)")
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--services", type=int, default=100)
     ap.add_argument("--lease-ttl", type=int, default=6, help="seconds (replicas)")
+    ap.add_argument("--envs", type=int, default=200, help="scale: environments")
+    ap.add_argument("--per-env", type=int, default=50, help="scale: services per environment")
+    ap.add_argument("--sync-envs", type=int, default=20, help="scale: environments of the in-sync call count (x --per-env)")
+    ap.add_argument("--max-rps", type=float, default=100.0, help="scale: --aws-max-rps of the 10,000-service run")
+    ap.add_argument("--idle-seconds", type=int, default=120, help="scale: window of the idle measurement")
+    ap.add_argument("--sync-seconds", type=int, default=360, help="scale: window of the in-sync call count")
+    ap.add_argument("--settle", type=int, default=30, help="scale: seconds after adoption before a window")
+    ap.add_argument("--alarm-samples", type=int, default=5, help="scale: environments whose alarm fires under load")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="ecs-gitops-bench-")
     try:
-        if args.what == "replicas":
+        if args.what in ("replicas", "all"):
             bench_replicas(os.path.join(tmp, "r"), min(args.samples, 10), args.lease_ttl)
-            return
-        if args.what == "reaction":
+        if args.what in ("reaction", "all"):
             polled = bench_alarm_reaction(os.path.join(tmp, "p"), args.samples)
             pushed = bench_alarm_reaction(os.path.join(tmp, "e"), args.samples, events=True)
             print(f"  ratio events queue / polling: {pushed / polled:.3f}")
-            return
-        bench_commit_latency(os.path.join(tmp, "a"), args.samples)
-        bench_alarm_reaction(os.path.join(tmp, "b"), max(3, args.samples // 4))
-        bench_steady_state(os.path.join(tmp, "c"), args.services)
+        if args.what in ("basics", "all"):
+            bench_commit_latency(os.path.join(tmp, "a"), args.samples)
+            bench_alarm_reaction(os.path.join(tmp, "b"), max(3, args.samples // 4))
+            bench_steady_state(os.path.join(tmp, "c"), args.services)
+        if args.what in ("scale", "all"):
+            import scale
+            scale.SETTLE = args.settle
+            scale.bench_idle_and_in_sync(os.path.join(tmp, "i"), args.idle_seconds, args.sync_seconds,
+                                         args.sync_envs, args.per_env)
+            scale.bench_scale(os.path.join(tmp, "s"), args.envs, args.per_env, args.max_rps, args.alarm_samples,
+                              args.sync_seconds)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
