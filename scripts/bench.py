@@ -355,7 +355,7 @@ def main():
     ap.add_argument("--envs", type=int, default=200, help="scale: environments")
     ap.add_argument("--per-env", type=int, default=50, help="scale: services per environment")
     ap.add_argument("--sync-envs", type=int, default=20, help="scale: environments of the in-sync call count (x --per-env)")
-    ap.add_argument("--max-rps", type=float, default=100.0, help="scale: --aws-max-rps of the 10,000-service run")
+    ap.add_argument("--max-rps", type=float, default=50.0, help="scale: --aws-max-rps of the 10,000-service run")
     ap.add_argument("--idle-seconds", type=int, default=120, help="scale: window of the idle measurement")
     ap.add_argument("--sync-seconds", type=int, default=360, help="scale: window of the in-sync call count")
     ap.add_argument("--settle", type=int, default=30, help="scale: seconds after adoption before a window")

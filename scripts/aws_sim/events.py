@@ -20,7 +20,7 @@ import time
 import uuid
 from urllib.parse import urlparse
 
-from moto.sqs.models import sqs_backends
+from moto.sqs.models import Message, sqs_backends
 
 
 def _iso(t=None):
@@ -72,7 +72,12 @@ class Events:
                 "account": account, "time": _iso(), "region": region, "resources": resources,
                 "detail": detail}
         try:
-            sqs_backends[t_account][t_region].send_message(name, json.dumps(body))
+            # SendMessage for a standard queue without its per-message cost in moto (which
+            # computes every queue attribute, counting all messages, to read one).
+            queue = sqs_backends[t_account][t_region].get_queue(name)
+            message = Message(str(uuid.uuid4()), json.dumps(body))
+            message.mark_sent(delay_seconds=int(queue.delay_seconds or 0))
+            queue.add_message(message)
             self.published += 1
         except Exception:  # a queue deleted under the rule: EventBridge drops the event too
             pass

@@ -40,9 +40,10 @@ import time
 import urllib.parse
 
 import cbor2
-from moto.ecs.models import ecs_backends
+from moto.ecs.models import EC2ContainerServiceBackend, ecs_backends
 from moto.iam.models import get_account_id_from
 from moto.logs.models import logs_backends
+from moto.sqs.models import SQSBackend
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -55,6 +56,32 @@ import service_deployments as sd_model
 import tasks as task_model
 
 ACCOUNT = "123456789012"
+
+
+def _retained(self, queue_name, message):
+    """moto reads a message's retention by computing every attribute of its queue, counting all
+    its messages, for each message a receive looks at (quadratic in the queue's length); the
+    retention period alone is the same answer."""
+    retention = int(self.get_queue(queue_name).message_retention_period)
+    return retention + message.sent_timestamp / 1000 > time.time()
+
+
+SQSBackend.is_message_valid_based_on_retention_period = _retained
+_moto_get_resource = EC2ContainerServiceBackend._get_resource
+
+
+def _get_resource(self, resource_arn, parsed_arn):
+    """moto finds a service ARN (TagResource, ListTagsForResource) by scanning every service;
+    services are kept under "cluster:name", which the ARN names."""
+    if parsed_arn["service"] == "service":
+        cluster, _, name = resource_arn.split(":service/", 1)[-1].partition("/")
+        service = self.services.get(f"{cluster}:{name}")
+        if service is not None and service.arn == resource_arn:
+            return service
+    return _moto_get_resource(self, resource_arn, parsed_arn)
+
+
+EC2ContainerServiceBackend._get_resource = _get_resource
 CBOR_PREFIX = "/service/GraniteServiceVersion20100801/operation/"
 TARGET_SERVICES = {
     "AmazonEC2ContainerServiceV20141113": "ecs",
@@ -933,9 +960,14 @@ class App:
                 return bulk_services(req)
             if what == "calls/log":
                 since = float(req.get("since", 0))
-                return [{"at": t, "operation": op, "fault": f, "access_key": k, "cluster": c}
-                        for t, op, f, k, c in STATE.call_log
-                        if t >= since and req.get("operation", op) == op and req.get("cluster", c) == c]
+                out = []
+                for t, op, f, k, c in reversed(STATE.call_log):  # newest first, in time order
+                    if t < since:
+                        break
+                    if req.get("operation", op) == op and req.get("cluster", c) == c:
+                        out.append({"at": t, "operation": op, "fault": f, "access_key": k, "cluster": c})
+                out.reverse()
+                return out
         return None
 
 
