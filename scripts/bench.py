@@ -354,7 +354,7 @@ def main():
     ap.add_argument("--lease-ttl", type=int, default=6, help="seconds (replicas)")
     ap.add_argument("--envs", type=int, default=200, help="scale: environments")
     ap.add_argument("--per-env", type=int, default=50, help="scale: services per environment")
-    ap.add_argument("--sync-envs", type=int, default=20, help="scale: environments of the in-sync call count (x --per-env)")
+    ap.add_argument("--sync-envs", type=int, default=20, help="scale: environments of the in-sync call count (x --per-env); 0 skips it and the idle cost")
     ap.add_argument("--max-rps", type=float, default=50.0, help="scale: --aws-max-rps of the 10,000-service run")
     ap.add_argument("--idle-seconds", type=int, default=120, help="scale: window of the idle measurement")
     ap.add_argument("--sync-seconds", type=int, default=360, help="scale: window of the in-sync call count")
@@ -376,8 +376,9 @@ def main():
         if args.what in ("scale", "all"):
             import scale
             scale.SETTLE = args.settle
-            scale.bench_idle_and_in_sync(os.path.join(tmp, "i"), args.idle_seconds, args.sync_seconds,
-                                         args.sync_envs, args.per_env)
+            if args.sync_envs > 0:
+                scale.bench_idle_and_in_sync(os.path.join(tmp, "i"), args.idle_seconds, args.sync_seconds,
+                                             args.sync_envs, args.per_env)
             scale.bench_scale(os.path.join(tmp, "s"), args.envs, args.per_env, args.max_rps, args.alarm_samples,
                               args.sync_seconds)
     finally:

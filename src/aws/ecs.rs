@@ -11,15 +11,18 @@ use aws_sdk_ecs::types::{
 use super::taskdef::Registrable;
 use super::{Aws, AwsError, ErrorClass};
 
-/// Entries (two per revision: as asked and by ARN) kept before the cache starts again.
-pub const TD_CACHE_MAX: usize = 4096;
+/// Entries (two per revision: as asked and by ARN, sharing one copy) kept before the cache
+/// starts again. Only applying a plan reads whole revisions (observation reads `TdSummary`).
+pub const TD_CACHE_MAX: usize = 1024;
 
 /// Revisions by ARN (and by the name they were asked for). Revisions never change, but the set
 /// the controller looks at moves on: at `max` entries it starts again rather than grow without
 /// bound (the next pass reads what it needs once more).
 #[derive(Clone)]
 pub struct TdCache {
-    map: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, CachedTd>>>,
+    map: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<CachedTd>>>,
+    >,
     max: usize,
 }
 
@@ -36,7 +39,7 @@ impl TdCache {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
-            .cloned()
+            .map(|c| CachedTd::clone(c))
     }
 
     pub fn len(&self) -> usize {
@@ -52,8 +55,70 @@ impl TdCache {
         if map.len() + 2 > self.max {
             map.clear();
         }
-        map.insert(cached.arn().to_string(), cached.clone());
-        map.insert(asked.to_string(), cached.clone());
+        let one = std::sync::Arc::new(cached.clone());
+        map.insert(cached.arn().to_string(), one.clone());
+        map.insert(asked.to_string(), one);
+    }
+}
+
+/// What observing a service needs of a revision: its release tag and its containers' images.
+/// A few hundred bytes, so one is kept for every revision seen (a pass over 10,000 services in
+/// sync describes none again); the full revisions' cache above is bounded and serves apply.
+#[derive(Debug, Clone, Default)]
+pub struct TdSummary {
+    /// The value of the revision's release tag, if it has one.
+    pub release_tag: Option<String>,
+    /// (container name, image) of each container, in order.
+    pub images: Vec<(String, String)>,
+}
+
+/// Summaries kept before the cache starts again (~30 MB at the most).
+pub const SUMMARY_CACHE_MAX: usize = 100_000;
+
+#[derive(Clone, Default)]
+pub struct SummaryCache(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<TdSummary>>>>,
+);
+
+impl SummaryCache {
+    fn get(&self, arn: &str) -> Option<std::sync::Arc<TdSummary>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(arn)
+            .cloned()
+    }
+
+    fn remember(&self, arn: &str, summary: std::sync::Arc<TdSummary>) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= SUMMARY_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(arn.to_string(), summary);
+    }
+}
+
+impl TdSummary {
+    fn of(c: &CachedTd) -> TdSummary {
+        TdSummary {
+            release_tag: c
+                .tags
+                .iter()
+                .find(|t| t.key() == Some(crate::record::TAG_RELEASE))
+                .and_then(|t| t.value())
+                .map(str::to_string),
+            images: c
+                .td
+                .container_definitions()
+                .iter()
+                .map(|d| {
+                    (
+                        d.name().unwrap_or_default().to_string(),
+                        d.image().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect(),
+        }
     }
 }
 
@@ -135,6 +200,12 @@ impl Aws {
         if let Some(hit) = self.tds.get(arn) {
             return Ok(hit);
         }
+        let cached = self.describe_td(region, arn).await?;
+        self.tds.remember(arn, &cached);
+        Ok(cached)
+    }
+
+    async fn describe_td(&self, region: &str, arn: &str) -> Result<CachedTd, AwsError> {
         let c = self.clients(region);
         let out = self
             .call(&c.region, "ecs", "DescribeTaskDefinition", || {
@@ -148,12 +219,29 @@ impl Aws {
         let Some(td) = out.task_definition().cloned() else {
             return Err(empty_answer("DescribeTaskDefinition", arn));
         };
-        let cached = CachedTd {
+        Ok(CachedTd {
             td,
             tags: out.tags().to_vec(),
+        })
+    }
+
+    /// What observation needs of one revision (see `TdSummary`): from the summaries, else the
+    /// full cache, else one DescribeTaskDefinition whose answer only the summary keeps.
+    pub async fn td_summary(
+        &self,
+        region: &str,
+        arn: &str,
+    ) -> Result<std::sync::Arc<TdSummary>, AwsError> {
+        if let Some(hit) = self.summaries.get(arn) {
+            return Ok(hit);
+        }
+        let full = match self.tds.get(arn) {
+            Some(hit) => hit,
+            None => self.describe_td(region, arn).await?,
         };
-        self.tds.remember(arn, &cached);
-        Ok(cached)
+        let summary = std::sync::Arc::new(TdSummary::of(&full));
+        self.summaries.remember(arn, summary.clone());
+        Ok(summary)
     }
 
     /// The newest ACTIVE revisions of `family`, newest first (at most `max`).
@@ -443,5 +531,50 @@ mod tests {
                 .is_some()
         );
         assert!(cache.get("web:0").is_none());
+    }
+
+    #[test]
+    fn a_summary_keeps_the_release_tag_and_the_images_only() {
+        let full = CachedTd {
+            td: TaskDefinition::builder()
+                .task_definition_arn("arn:aws:ecs:r:1:task-definition/web:7")
+                .container_definitions(
+                    aws_sdk_ecs::types::ContainerDefinition::builder()
+                        .name("app")
+                        .image("1.dkr.ecr.r.amazonaws.com/web:abc")
+                        .memory(512)
+                        .build(),
+                )
+                .container_definitions(
+                    aws_sdk_ecs::types::ContainerDefinition::builder()
+                        .name("sidecar")
+                        .image("envoy:1")
+                        .build(),
+                )
+                .build(),
+            tags: vec![
+                Tag::builder().key("team").value("x").build(),
+                Tag::builder()
+                    .key(crate::record::TAG_RELEASE)
+                    .value("abc")
+                    .build(),
+            ],
+        };
+        let s = TdSummary::of(&full);
+        assert_eq!(s.release_tag.as_deref(), Some("abc"));
+        assert_eq!(
+            s.images,
+            vec![
+                (
+                    "app".to_string(),
+                    "1.dkr.ecr.r.amazonaws.com/web:abc".to_string()
+                ),
+                ("sidecar".to_string(), "envoy:1".to_string())
+            ]
+        );
+        let cache = SummaryCache::default();
+        cache.remember("arn", std::sync::Arc::new(s));
+        assert!(cache.get("arn").is_some());
+        assert!(cache.get("other").is_none());
     }
 }

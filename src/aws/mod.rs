@@ -139,6 +139,8 @@ pub struct Aws {
     config: SdkConfig,
     clients: Arc<Mutex<HashMap<String, Clients>>>,
     tds: ecs::TdCache,
+    /// What observation needs of every revision seen (small; never thrashes at 10,000 services).
+    summaries: ecs::SummaryCache,
     /// Service revision ARN -> task definition (revisions never change).
     revisions: deployments::RevisionCache,
     metrics: Arc<Metrics>,
@@ -252,6 +254,7 @@ impl Aws {
             config,
             clients: Arc::default(),
             tds: ecs::TdCache::new(ecs::TD_CACHE_MAX),
+            summaries: Default::default(),
             revisions: Default::default(),
             role: None,
             accounts: Arc::default(),

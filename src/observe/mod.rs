@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aws_sdk_ecs::types::{Service, Task};
 
 use crate::aws::ecr::ImageLookup;
-use crate::aws::ecs::CachedTd;
+use crate::aws::ecs::{CachedTd, TdSummary};
 use crate::aws::{Aws, AwsError, ErrorClass};
 use crate::desired::{DesiredState, Release};
 use crate::plan::{
@@ -20,7 +20,7 @@ use crate::plan::{
     RolloutState, RunSettings, SdStatus, ServiceDeployment, ServiceState, Strategy,
     TaskDefinitionInfo, TaskRun, TaskState, Upstream, started_by,
 };
-use crate::record::{self, PREFIX, Record, TAG_RELEASE, TAG_TARGET_TD};
+use crate::record::{self, PREFIX, Record, TAG_TARGET_TD};
 use health::HealthChecker;
 
 /// Reads the world for `plan`.
@@ -143,7 +143,7 @@ impl Observer {
                 if arn.is_empty() || obs.task_definitions.contains_key(arn) {
                     continue;
                 }
-                let info = match self.aws.task_definition(&desired.region, arn).await {
+                let info = match self.aws.td_summary(&desired.region, arn).await {
                     Ok(c) => td_info(&c, container),
                     Err(e)
                         if e.class == ErrorClass::ClientError
@@ -587,20 +587,18 @@ fn run_settings(s: &Service) -> RunSettings {
     }
 }
 
-fn td_info(cached: &CachedTd, container: Option<&str>) -> TaskDefinitionInfo {
-    let tagged = cached
-        .tags
-        .iter()
-        .find(|t| t.key() == Some(TAG_RELEASE))
-        .and_then(|t| Release::parse(t.value()?).ok());
+fn td_info(summary: &TdSummary, container: Option<&str>) -> TaskDefinitionInfo {
+    let tagged = summary
+        .release_tag
+        .as_deref()
+        .and_then(|t| Release::parse(t).ok());
     let from_image = || {
-        let defs = cached.td.container_definitions();
-        let c = match container {
-            Some(name) => defs.iter().find(|c| c.name() == Some(name)),
-            None if defs.len() == 1 => defs.first(),
+        let images = &summary.images;
+        let (_, image) = match container {
+            Some(name) => images.iter().find(|(n, _)| n == name),
+            None if images.len() == 1 => images.first(),
             None => None,
         }?;
-        let image = c.image()?;
         let tag = image.rsplit('/').next()?.split_once(':')?.1;
         Release::parse(tag).ok()
     };
