@@ -359,6 +359,7 @@ def main():
     ap.add_argument("--idle-seconds", type=int, default=120, help="scale: window of the idle measurement")
     ap.add_argument("--sync-seconds", type=int, default=360, help="scale: window of the in-sync call count")
     ap.add_argument("--settle", type=int, default=30, help="scale: seconds after adoption before a window")
+    ap.add_argument("--no-deploy", action="store_true", help="scale: stop after the in-sync window")
     ap.add_argument("--alarm-samples", type=int, default=5, help="scale: environments whose alarm fires under load")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="ecs-gitops-bench-")
@@ -380,7 +381,7 @@ def main():
                 scale.bench_idle_and_in_sync(os.path.join(tmp, "i"), args.idle_seconds, args.sync_seconds,
                                              args.sync_envs, args.per_env)
             scale.bench_scale(os.path.join(tmp, "s"), args.envs, args.per_env, args.max_rps, args.alarm_samples,
-                              args.sync_seconds)
+                              args.sync_seconds, deploy=not args.no_deploy)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -159,7 +159,7 @@ def bench_idle_and_in_sync(tmp, idle_seconds, sync_seconds, envs, per_env):
         print(f"  ratio with queue / polling only: {b / a:.3f}" if a else "  ratio with queue / polling only: n/a (no calls polling)")
 
 
-def bench_scale(tmp, envs, per_env, max_rps, alarm_samples, seconds):
+def bench_scale(tmp, envs, per_env, max_rps, alarm_samples, seconds, deploy=True):
     """`envs` x `per_env` services with the events queue: adoption, the in-sync cost, one commit
     touching every file, and alarm -> rollback in environments baking while the rest deploy."""
     total = envs * per_env
@@ -179,6 +179,8 @@ def bench_scale(tmp, envs, per_env, max_rps, alarm_samples, seconds):
         print(f"  in sync (window {dt:.0f}s): RSS {rss / 1024:.1f} MiB; CPU {cpu * 60 / dt:.2f} s/minute; "
               f"{sum(calls.values()) * 60 / dt:.1f} AWS calls/minute")
 
+        if not deploy:
+            return
         # Some environments bake a release for long, with their own alarm; the rest take one
         # commit touching every file; while those deploy, each baking one's alarm fires.
         bakers = f.envs[:alarm_samples]
@@ -199,7 +201,8 @@ def bench_scale(tmp, envs, per_env, max_rps, alarm_samples, seconds):
         seen_until, polled = t_commit, 0.0
         deadline = time.time() + 3600
         while time.time() < deadline and (len(shown) < len(rest) or pending or alarm_at):
-            log = f.sim.control(f"calls/log?since={seen_until}&operation=ecs:UpdateService")
+            # (A simulator at full load can take seconds to answer its control API.)
+            log = f.sim.control(f"calls/log?since={seen_until}&operation=ecs:UpdateService", timeout=120)
             for c in log:
                 seen_until = max(seen_until, c["at"])
                 if c["cluster"] in rest:

@@ -57,10 +57,10 @@ class Sim:
         if not self.url.startswith("http://127.0.0.1:"):
             raise Failed("the simulator did not start; see " + log_path)
 
-    def control(self, path, body=None):
+    def control(self, path, body=None, timeout=5):
         if body is None:
-            return get_json(f"{self.url}/_sim/{path}")
-        return post_json(f"{self.url}/_sim/{path}", body)
+            return get_json(f"{self.url}/_sim/{path}", timeout)
+        return post_json(f"{self.url}/_sim/{path}", body, timeout)
 
     def client(self, name, region):
         return boto3.client(name, endpoint_url=self.url, region_name=region,
@@ -158,7 +158,7 @@ class Daemon:
         self.url = line.rsplit(" ", 1)[1]
 
     def status(self):
-        return get_json(self.url + "/api/v1/status")
+        return get_json(self.url + "/api/v1/status", 60)
 
     def env(self, name):
         for e in self.status()["environments"]:

@@ -140,6 +140,13 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> anyhow::Result<
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(http::serve(listener, state, cancel.clone()));
     {
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            crate::memory::run(cancel).await;
+            Ok(())
+        });
+    }
+    {
         let (metrics, cancel, trigger) = (metrics.clone(), cancel.clone(), trigger.clone());
         tasks.spawn(async move {
             source::run(origin, opts.interval, trigger, source_tx, metrics, cancel).await;

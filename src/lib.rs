@@ -15,6 +15,7 @@ pub mod events;
 pub mod github;
 pub mod http;
 pub mod lease;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod observe;

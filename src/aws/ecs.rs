@@ -176,7 +176,12 @@ impl Aws {
             };
             for s in answer.services() {
                 if s.status() == Some("ACTIVE") {
-                    out.services.push(s.clone());
+                    // Not its events: ECS returns up to 100 per service (~20 KB) and nothing
+                    // reads them; with a pass per environment in flight, they would be held
+                    // for the whole fleet at once.
+                    let mut s = s.clone();
+                    s.events = None;
+                    out.services.push(s);
                 } else {
                     out.missing
                         .push(s.service_name().unwrap_or_default().to_string());
