@@ -2,37 +2,15 @@
 //! stage, traffic, rollback), the revisions they deploy, and stopping one with a rollback.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 use aws_sdk_ecs::types::{ServiceDeployment, StopServiceDeploymentStopType};
 
 use super::{Aws, AwsError};
 
 /// Entries kept before the cache starts again (revisions are immutable; the set in use moves on).
-const REVISION_CACHE_MAX: usize = 4096;
+pub const REVISION_CACHE_MAX: usize = 4096;
 /// DescribeServiceDeployments and DescribeServiceRevisions take at most 20 ARNs.
 const BATCH: usize = 20;
-
-#[derive(Clone, Default)]
-pub struct RevisionCache(Arc<Mutex<HashMap<String, String>>>);
-
-impl RevisionCache {
-    fn get(&self, arn: &str) -> Option<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(arn)
-            .cloned()
-    }
-
-    fn put(&self, arn: String, td: String) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() >= REVISION_CACHE_MAX {
-            m.clear();
-        }
-        m.insert(arn, td);
-    }
-}
 
 impl Aws {
     /// The service deployments named, 20 per call; ARNs ECS does not know are left out.
@@ -114,7 +92,7 @@ impl Aws {
                 .await?;
             for r in resp.service_revisions() {
                 if let (Some(arn), Some(td)) = (r.service_revision_arn(), r.task_definition()) {
-                    self.revisions.put(arn.to_string(), td.to_string());
+                    self.revisions.insert(&[arn], td.to_string());
                     out.insert(arn.to_string(), td.to_string());
                 }
             }

@@ -12,58 +12,16 @@ use super::taskdef::Registrable;
 use super::{Aws, AwsError, ErrorClass};
 
 /// Entries (two per revision: as asked and by ARN, sharing one copy) kept before the cache
-/// starts again. Only applying a plan reads whole revisions (observation reads `TdSummary`).
+/// starts again. Observation keeps `TdSummary`s of every revision; whole ones are for apply.
 pub const TD_CACHE_MAX: usize = 1024;
 
-/// Revisions by ARN (and by the name they were asked for). Revisions never change, but the set
-/// the controller looks at moves on: at `max` entries it starts again rather than grow without
-/// bound (the next pass reads what it needs once more).
-#[derive(Clone)]
-pub struct TdCache {
-    map: std::sync::Arc<
-        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<CachedTd>>>,
-    >,
-    max: usize,
-}
-
-impl TdCache {
-    pub fn new(max: usize) -> TdCache {
-        TdCache {
-            map: Default::default(),
-            max,
-        }
-    }
-
-    pub fn get(&self, key: &str) -> Option<CachedTd> {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .map(|c| CachedTd::clone(c))
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn remember(&self, asked: &str, cached: &CachedTd) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() + 2 > self.max {
-            map.clear();
-        }
-        let one = std::sync::Arc::new(cached.clone());
-        map.insert(cached.arn().to_string(), one.clone());
-        map.insert(asked.to_string(), one);
-    }
-}
+/// Whole revisions, by ARN and by the name they were asked for (one shared copy).
+pub type TdCache = super::cache::Bounded<std::sync::Arc<CachedTd>>;
 
 /// What observing a service needs of a revision: its release tag and its containers' images.
 /// A few hundred bytes, so one is kept for every revision seen (a pass over 10,000 services in
-/// sync describes none again); the full revisions' cache above is bounded and serves apply.
+/// sync describes none again); the whole revisions' cache is bounded to the last few hundred,
+/// enough for the apply that follows an observation.
 #[derive(Debug, Clone, Default)]
 pub struct TdSummary {
     /// The value of the revision's release tag, if it has one.
@@ -74,29 +32,6 @@ pub struct TdSummary {
 
 /// Summaries kept before the cache starts again (~30 MB at the most).
 pub const SUMMARY_CACHE_MAX: usize = 100_000;
-
-#[derive(Clone, Default)]
-pub struct SummaryCache(
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<TdSummary>>>>,
-);
-
-impl SummaryCache {
-    fn get(&self, arn: &str) -> Option<std::sync::Arc<TdSummary>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(arn)
-            .cloned()
-    }
-
-    fn remember(&self, arn: &str, summary: std::sync::Arc<TdSummary>) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= SUMMARY_CACHE_MAX {
-            map.clear();
-        }
-        map.insert(arn.to_string(), summary);
-    }
-}
 
 impl TdSummary {
     fn of(c: &CachedTd) -> TdSummary {
@@ -203,14 +138,8 @@ impl Aws {
     /// definition is an error, never an empty revision.
     pub async fn task_definition(&self, region: &str, arn: &str) -> Result<CachedTd, AwsError> {
         if let Some(hit) = self.tds.get(arn) {
-            return Ok(hit);
+            return Ok(CachedTd::clone(&hit));
         }
-        let cached = self.describe_td(region, arn).await?;
-        self.tds.remember(arn, &cached);
-        Ok(cached)
-    }
-
-    async fn describe_td(&self, region: &str, arn: &str) -> Result<CachedTd, AwsError> {
         let c = self.clients(region);
         let out = self
             .call(&c.region, "ecs", "DescribeTaskDefinition", || {
@@ -224,14 +153,17 @@ impl Aws {
         let Some(td) = out.task_definition().cloned() else {
             return Err(empty_answer("DescribeTaskDefinition", arn));
         };
-        Ok(CachedTd {
+        let cached = CachedTd {
             td,
             tags: out.tags().to_vec(),
-        })
+        };
+        self.tds
+            .insert(&[arn, cached.arn()], std::sync::Arc::new(cached.clone()));
+        Ok(cached)
     }
 
-    /// What observation needs of one revision (see `TdSummary`): from the summaries, else the
-    /// full cache, else one DescribeTaskDefinition whose answer only the summary keeps.
+    /// What observation needs of one revision (see `TdSummary`): from the summaries, else read
+    /// whole (through the bounded cache, so the apply that follows finds it there).
     pub async fn td_summary(
         &self,
         region: &str,
@@ -240,12 +172,9 @@ impl Aws {
         if let Some(hit) = self.summaries.get(arn) {
             return Ok(hit);
         }
-        let full = match self.tds.get(arn) {
-            Some(hit) => hit,
-            None => self.describe_td(region, arn).await?,
-        };
+        let full = self.task_definition(region, arn).await?;
         let summary = std::sync::Arc::new(TdSummary::of(&full));
-        self.summaries.remember(arn, summary.clone());
+        self.summaries.insert(&[arn], summary.clone());
         Ok(summary)
     }
 
@@ -294,7 +223,8 @@ impl Aws {
         if cached.arn().is_empty() {
             return Err(empty_answer("RegisterTaskDefinition", &fields.family));
         }
-        self.tds.remember(cached.arn(), &cached);
+        self.tds
+            .insert(&[cached.arn()], std::sync::Arc::new(cached.clone()));
         Ok(cached)
     }
 
@@ -512,32 +442,6 @@ fn empty_answer(operation: &'static str, about: &str) -> AwsError {
 mod tests {
     use super::*;
 
-    fn td(n: usize) -> CachedTd {
-        CachedTd {
-            td: TaskDefinition::builder()
-                .task_definition_arn(format!("arn:aws:ecs:r:1:task-definition/web:{n}"))
-                .build(),
-            tags: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn the_revision_cache_never_grows_past_its_bound() {
-        let cache = TdCache::new(10);
-        for n in 0..100 {
-            cache.remember(&format!("web:{n}"), &td(n));
-            assert!(cache.len() <= 10, "{} entries", cache.len());
-        }
-        // What was remembered last is still there, by ARN and by the name asked for.
-        assert!(cache.get("web:99").is_some());
-        assert!(
-            cache
-                .get("arn:aws:ecs:r:1:task-definition/web:99")
-                .is_some()
-        );
-        assert!(cache.get("web:0").is_none());
-    }
-
     #[test]
     fn a_summary_keeps_the_release_tag_and_the_images_only() {
         let full = CachedTd {
@@ -577,9 +481,5 @@ mod tests {
                 ("sidecar".to_string(), "envoy:1".to_string())
             ]
         );
-        let cache = SummaryCache::default();
-        cache.remember("arn", std::sync::Arc::new(s));
-        assert!(cache.get("arn").is_some());
-        assert!(cache.get("other").is_none());
     }
 }

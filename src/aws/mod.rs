@@ -9,6 +9,7 @@
 
 pub mod account;
 pub mod budget;
+pub mod cache;
 pub mod cloudwatch;
 pub mod deployments;
 pub mod dynamodb;
@@ -140,9 +141,9 @@ pub struct Aws {
     clients: Arc<Mutex<HashMap<String, Clients>>>,
     tds: ecs::TdCache,
     /// What observation needs of every revision seen (small; never thrashes at 10,000 services).
-    summaries: ecs::SummaryCache,
+    summaries: cache::Bounded<Arc<ecs::TdSummary>>,
     /// Service revision ARN -> task definition (revisions never change).
-    revisions: deployments::RevisionCache,
+    revisions: cache::Bounded<String>,
     metrics: Arc<Metrics>,
     retry: ExponentialBuilder,
     /// Calls per second per (account, region, service), shared by every handle.
@@ -254,8 +255,8 @@ impl Aws {
             config,
             clients: Arc::default(),
             tds: ecs::TdCache::new(ecs::TD_CACHE_MAX),
-            summaries: Default::default(),
-            revisions: Default::default(),
+            summaries: cache::Bounded::new(ecs::SUMMARY_CACHE_MAX),
+            revisions: cache::Bounded::new(deployments::REVISION_CACHE_MAX),
             role: None,
             accounts: Arc::default(),
             budget: Arc::new(budget::Budget::new(budget::DEFAULT_MAX_RPS)),
