@@ -127,18 +127,12 @@ pub async fn apply(
                 }));
             }
         }
-        let mut writes = stream::iter(writes).buffer_unordered(parallel);
-        while let Some(w) = writes.next().await {
-            done.writes += w?;
-        }
+        done.writes += side_by_side(writes, parallel).await?.iter().sum::<usize>();
     }
     let mut rest = plan.actions.as_slice();
     while !rest.is_empty() {
-        let n = if per_service(&rest[0]) {
-            rest.iter().take_while(|a| per_service(a)).count()
-        } else {
-            1
-        };
+        // A run of per-service actions together, any other action alone.
+        let n = rest.iter().take_while(|a| per_service(a)).count().max(1);
         let (batch, after) = rest.split_at(n);
         rest = after;
         let mut acts: Vec<BoxFuture<'_, Result<Acted, ApplyError>>> = Vec::new();
@@ -149,9 +143,7 @@ pub async fn apply(
                 act(aws, desired, obs, plan, action).await
             }));
         }
-        let mut acts = stream::iter(acts).buffer_unordered(parallel);
-        while let Some(a) = acts.next().await {
-            let (writes, target) = a?;
+        for (writes, target) in side_by_side(acts, parallel).await? {
             done.writes += writes;
             if let Some((service, td)) = target {
                 done.targets.insert(service, td);
@@ -159,6 +151,20 @@ pub async fn apply(
         }
     }
     Ok(done)
+}
+
+/// Runs `work` at most `parallel` at a time (one after another, in order, when 1); stops at
+/// the first error.
+async fn side_by_side<T>(
+    work: Vec<BoxFuture<'_, Result<T, ApplyError>>>,
+    parallel: usize,
+) -> Result<Vec<T>, ApplyError> {
+    let mut out = Vec::with_capacity(work.len());
+    let mut running = stream::iter(work).buffer_unordered(parallel);
+    while let Some(r) = running.next().await {
+        out.push(r?);
+    }
+    Ok(out)
 }
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
