@@ -130,7 +130,6 @@ class State:
             self.call_log = collections.deque(maxlen=20000)
             self.deployments = {}  # deployment id -> {"start": monotonic, "running": n}
             self.stable_td = {}  # service arn -> task definition arn of last completed deployment
-            self.regions = set()  # (account, region) pairs ECS was called in
             # Services whose deployments or tasks may still change (service arn -> (account,
             # region, service)): every ECS call brings only these up to date, so a settled
             # fleet of thousands of services costs nothing per call.
@@ -407,7 +406,6 @@ def bulk_services(req):
     region, cluster = req["region"], req["cluster"]
     names = [f"{req.get('prefix', 'svc')}{i:03d}" for i in range(int(req["count"]))]
     desired = int(req.get("desired", 1))
-    STATE.regions.add((ACCOUNT, region))
     backend = ecs_backends[ACCOUNT][region]
     if cluster not in backend.clusters:
         backend.create_cluster(cluster)
@@ -705,7 +703,6 @@ class App:
         if service == "ecs" and (op in SD_OPS or op in TASK_OPS):
             # Operations the simulator answers itself (moto has none of them).
             with STATE.lock:
-                STATE.regions.add((account, region))
                 advance_all()
                 try:
                     req = json.loads(body or b"{}")
@@ -720,7 +717,6 @@ class App:
             return respond(start_response, 200, json.dumps(out).encode(), "application/x-amz-json-1.1")
         if service == "ecs":
             with STATE.lock:
-                STATE.regions.add((account, region))
                 advance_all()
                 status, headers, out = self.call_moto(environ, body)
                 try:
