@@ -73,9 +73,7 @@ class World:
         simkit.put_images(self.ecr, "app", [sha(n) for n in range(1, 40)])
         for name in services:
             simkit.create_service(self.ecs, "c", name, name, simkit.image_uri(REGION, "app", sha(1)))
-        self.cw.put_metric_alarm(AlarmName="app-5xx", MetricName="HTTPCode_Target_5XX_Count",
-                                 Namespace="AWS/ApplicationELB", Statistic="Sum", Period=60,
-                                 EvaluationPeriods=1, Threshold=5.0, ComparisonOperator="GreaterThanThreshold")
+        simkit.put_alarm(self.cw, "app-5xx")
         self.repo = simkit.Repo(os.path.join(tmp, "repo"))
         self.services = services
         self.daemons = []
@@ -217,7 +215,7 @@ def bench_steady_state(tmp, services):
                     count = float(line.split()[-1])
             return total, count
 
-        urllib.request.urlopen(urllib.request.Request(w.sim.url + "/_sim/calls", method="DELETE")).read()
+        w.sim.reset_calls()
         p0, (s0, c0) = passes(d), hist()
         wait(lambda: passes(d) >= p0 + 10, "10 passes", timeout=60)
         p1, (s1, c1) = passes(d), hist()
@@ -312,7 +310,7 @@ def bench_replicas(tmp, n, ttl_s):
 
         # DynamoDB calls per replica per minute, steady state.
         w.sim.control("calls")  # warm
-        urllib.request.urlopen(urllib.request.Request(w.sim.url + "/_sim/calls", method="DELETE")).read()
+        w.sim.reset_calls()
         t0 = time.time()
         time.sleep(30)  # a measuring window, not a wait for a condition
         dt = time.time() - t0

@@ -78,10 +78,7 @@ class Demo:
             for service in ("saas-backend", "saas-worker"):
                 simkit.create_service(ecs, cluster, service, f"{env}-{service}", image)
             for alarm in re.search(r"alarms: \[(.*)\]", text).group(1).split(","):
-                cw.put_metric_alarm(AlarmName=alarm.strip(), MetricName="HTTPCode_Target_5XX_Count",
-                                    Namespace="AWS/ApplicationELB", Statistic="Sum", Period=60,
-                                    EvaluationPeriods=1, Threshold=5.0,
-                                    ComparisonOperator="GreaterThanThreshold")
+                simkit.put_alarm(cw, alarm.strip())
         self.cw = cw
         for env in files:
             # The log groups verify.logs reads (the backend's logs; nothing wrong in them yet).

@@ -14,11 +14,9 @@ its exit code, and how long until every service runs A again.
 Started by `scripts/bench peers`; prints a Markdown table (median of --samples runs).
 """
 
-import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -50,13 +48,10 @@ def world(tmp, crash):
         ecs.create_service(cluster="c", serviceName=name, taskDefinition=td, desiredCount=2,
                            deploymentConfiguration={"maximumPercent": 200, "minimumHealthyPercent": 100,
                                                     "deploymentCircuitBreaker": {"enable": True, "rollback": True}})
-    cw.put_metric_alarm(AlarmName="app-5xx", MetricName="HTTPCode_Target_5XX_Count", Namespace="AWS/ApplicationELB",
-                        Statistic="Sum", Period=60, EvaluationPeriods=1, Threshold=5.0,
-                        ComparisonOperator="GreaterThanThreshold")
+    simkit.put_alarm(cw, "app-5xx")
     wait_running(ecs, A, 60)
     sim.control("calls")
-    import urllib.request
-    urllib.request.urlopen(urllib.request.Request(sim.url + "/_sim/calls", method="DELETE")).read()
+    sim.reset_calls()
     return sim, ecs
 
 
@@ -99,8 +94,7 @@ def run_ecs_gitops(tmp, sim, ecs, crash):
         deadline = time.time() + 60
         while (d.env("prod") or {}).get("phase") != "InSync" and time.time() < deadline:
             time.sleep(0.05)
-        import urllib.request
-        urllib.request.urlopen(urllib.request.Request(sim.url + "/_sim/calls", method="DELETE")).read()
+        sim.reset_calls()
         repo.write("prod", text(B))
         t0 = time.time()
         repo.commit("B")

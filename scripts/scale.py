@@ -12,7 +12,6 @@ import os
 import statistics
 import threading
 import time
-import urllib.request
 
 import simkit
 from bench import REGION, sha, summary, wait, yaml
@@ -21,14 +20,6 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # Seconds after adoption before a window: each environment's next look with the events queue
 # is 5 minutes after its last, so a window that starts at once counts the adoption's burst.
 SETTLE = 30
-
-
-def proc_field(pid, name):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(name + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 def cpu_seconds(pid):
@@ -46,6 +37,13 @@ class Fleet:
         self.tmp = tmp
         self.sim = simkit.Sim(os.path.join(tmp, "sim.log"))
         self.daemon = None
+        try:
+            self._start(envs, per_env, events, extra, interval)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, envs, per_env, events, extra, interval):
         self.sim.control("config", {"rollout_seconds": 0.3})
         self.ecs, self.ecr, self.cw = (self.sim.client(n, REGION) for n in ("ecs", "ecr", "cloudwatch"))
         simkit.put_images(self.ecr, "app", [sha(n) for n in range(1, 4)])
@@ -54,10 +52,8 @@ class Fleet:
         for e in self.envs:
             self.services = self.sim.control("services", {"region": REGION, "cluster": e, "count": per_env,
                                                           "image": simkit.image_uri(REGION, "app", sha(1))})["services"]
-            self.cw.put_metric_alarm(AlarmName=f"{e}-5xx", MetricName="HTTPCode_Target_5XX_Count",
-                                     Namespace="AWS/ApplicationELB", Statistic="Sum", Period=60,
-                                     EvaluationPeriods=1, Threshold=5.0, ComparisonOperator="GreaterThanThreshold")
-        self.repo = simkit.Repo(os.path.join(tmp, "repo"))
+            simkit.put_alarm(self.cw, f"{e}-5xx")
+        self.repo = simkit.Repo(os.path.join(self.tmp, "repo"))
         for e in self.envs:
             self.write(e, 1)
         self.repo.commit("start")
@@ -65,7 +61,7 @@ class Fleet:
             url = self.sim.client("sqs", REGION).create_queue(QueueName="ecs-gitops-events")["QueueUrl"]
             self.sim.control("events", {"queue_url": url, "region": REGION})
             extra = ("--events-queue", url, *extra)
-        self.daemon = simkit.Daemon(self.repo.path, self.sim.env(REGION), os.path.join(tmp, "daemon.log"),
+        self.daemon = simkit.Daemon(self.repo.path, self.sim.env(REGION), os.path.join(self.tmp, "daemon.log"),
                                     interval=interval, extra=extra)
         self.pid = self.daemon.proc.pid
 
@@ -83,9 +79,6 @@ class Fleet:
         return all(st.get(e, {}).get("phase") == "InSync" and st[e].get("last_good_release") == sha(release)
                    for e in envs or self.envs)
 
-    def reset_calls(self):
-        urllib.request.urlopen(urllib.request.Request(self.sim.url + "/_sim/calls", method="DELETE")).read()
-
     def stop(self):
         if self.daemon:
             self.daemon.stop()
@@ -94,11 +87,11 @@ class Fleet:
 
 def window(fleet, seconds):
     """Calls per operation, daemon CPU seconds and RSS over a fixed window."""
-    fleet.reset_calls()
+    fleet.sim.reset_calls()
     c0, t0 = cpu_seconds(fleet.pid), time.time()
     time.sleep(seconds)  # the measuring window (a rate needs a length of time)
     dt = time.time() - t0
-    return fleet.sim.control("calls"), cpu_seconds(fleet.pid) - c0, dt, proc_field(fleet.pid, "VmRSS")
+    return fleet.sim.control("calls"), cpu_seconds(fleet.pid) - c0, dt, simkit.proc_status_kib(fleet.pid, "VmRSS")
 
 
 def idle(tmp, services, seconds, out):
@@ -173,7 +166,7 @@ def bench_scale(tmp, envs, per_env, max_rps, alarm_samples, seconds, deploy=True
         print(f"scale: {total} services in {envs} environments, --events-queue, --aws-max-rps {max_rps} "
               f"(simulator setup {setup:.0f}s):")
         print(f"  start -> every environment InSync (adoption, one DescribeTaskDefinition per service): {adopted:.0f} s; "
-              f"RSS {proc_field(f.pid, 'VmRSS') / 1024:.1f} MiB")
+              f"RSS {simkit.proc_status_kib(f.pid, 'VmRSS') / 1024:.1f} MiB")
         time.sleep(SETTLE)  # see SETTLE
         calls, cpu, dt, rss = window(f, seconds)
         print(f"  in sync (window {dt:.0f}s): RSS {rss / 1024:.1f} MiB; CPU {cpu * 60 / dt:.2f} s/minute; "
@@ -238,6 +231,6 @@ def bench_scale(tmp, envs, per_env, max_rps, alarm_samples, seconds, deploy=True
         print(f"  alarm -> rollback UpdateService in a baking environment while the others deploy "
               f"({min(busy)}-{max(busy)} of {len(rest)} rolling out):")
         summary("alarm to rollback under load", [r for r, _ in reactions])
-        print(f"  peak RSS {proc_field(f.pid, 'VmHWM') / 1024:.1f} MiB; CPU {cpu_seconds(f.pid):.0f} s in all")
+        print(f"  peak RSS {simkit.proc_status_kib(f.pid, 'VmHWM') / 1024:.1f} MiB; CPU {cpu_seconds(f.pid):.0f} s in all")
     finally:
         f.stop()

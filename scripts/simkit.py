@@ -62,6 +62,10 @@ class Sim:
             return get_json(f"{self.url}/_sim/{path}", timeout)
         return post_json(f"{self.url}/_sim/{path}", body, timeout)
 
+    def reset_calls(self):
+        """Forgets the calls counted and logged so far."""
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/_sim/calls", method="DELETE"), timeout=60).read()
+
     def client(self, name, region):
         return boto3.client(name, endpoint_url=self.url, region_name=region,
                             aws_access_key_id="test", aws_secret_access_key="test")
@@ -86,6 +90,15 @@ def stop(proc):
             proc.wait()
 
 
+def proc_status_kib(pid, field):
+    """A kB figure of /proc/PID/status (VmRSS, VmHWM); 0 when absent."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
 def put_images(ecr, repository, tags):
     try:
         ecr.create_repository(repositoryName=repository)
@@ -93,6 +106,13 @@ def put_images(ecr, repository, tags):
         pass
     for tag in tags:
         ecr.put_image(repositoryName=repository, imageTag=tag, imageManifest=MANIFEST)
+
+
+def put_alarm(cw, name):
+    """A target 5xx alarm, as the desired-state files' `verify.alarms` name them (state OK)."""
+    cw.put_metric_alarm(AlarmName=name, MetricName="HTTPCode_Target_5XX_Count",
+                        Namespace="AWS/ApplicationELB", Statistic="Sum", Period=60,
+                        EvaluationPeriods=1, Threshold=5.0, ComparisonOperator="GreaterThanThreshold")
 
 
 def create_service(ecs, cluster, name, family, image, desired=2):
@@ -171,11 +191,7 @@ class Daemon:
             return r.read().decode()
 
     def rss_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
+        return proc_status_kib(self.proc.pid, "VmRSS")
 
     def stop(self):
         stop(self.proc)
